@@ -1,0 +1,422 @@
+//! Lease/witness wire types and the one pure lease transition.
+//!
+//! A slot (one per protected application) holds a [`LeaseRecord`]: the visible
+//! [`LeaseState`] plus what the witness must remember to stay safe (recent request ids for
+//! idempotent replays, the epoch floor). [`apply`] is the only code that changes a record; the
+//! Durable Object runs it inside a storage transaction, `witness-server` under a lock before an
+//! fsync, and the tests drive it directly.
+//!
+//! Rules (`shared/spec/peers.md` §2.3, fixing upstream's KV witness):
+//! - `generation` is the compare-and-set version: it bumps on every write (acquire, renew,
+//!   release), and a request that names an `If-Match` generation other than the current one
+//!   conflicts.
+//! - `epoch` is the fencing token: it increases on every new grant (a free, expired or released
+//!   slot handed to a holder) and is never reused, not even after a release. Renewals and
+//!   re-acquires by the unexpired holder keep it. Downstream writes carry it and refuse lower
+//!   ones.
+//! - Expiry is evaluated from `now` on every request (`expiresAt <= now` is expired); nothing
+//!   relies on a timer. A new holder is granted only after expiry or an explicit release.
+//! - A lease is never shortened: a renew with a shorter TTL keeps the later expiry.
+//! - A release by a non-holder changes nothing and succeeds (idempotent).
+//! - A request with a request id that was already answered for that holder gets the same
+//!   answer again and changes nothing, so client retries never burn an epoch. The one
+//!   exception is a remembered grant that has been superseded since (released, or passed to
+//!   another holder): it is answered as a `superseded` conflict, never as authority.
+
+use crate::time::{Millis, rfc3339_opt};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// How many answered request ids a slot remembers per record (oldest forgotten first).
+/// Clients retry within seconds; 64 covers many holders retrying at once.
+pub const REPLAY_MEMORY: usize = 64;
+
+/// The longest TTL a lease may be granted for (one hour). A longer one is a configuration
+/// mistake that would stall failover for that long.
+pub const MAX_TTL_MS: i64 = 3_600_000;
+
+/// The visible state of a lease slot, as upstream's Worker returns it plus `epoch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseState {
+    /// Current holder; `""` when the slot is free or released.
+    #[serde(default)]
+    pub holder: String,
+    /// When the current holder was granted the lease (kept across renewals); `""` when free.
+    #[serde(default, with = "rfc3339_opt")]
+    pub acquired_at: Option<Millis>,
+    /// When the lease lapses unless renewed; `""` when free.
+    #[serde(default, with = "rfc3339_opt")]
+    pub expires_at: Option<Millis>,
+    /// Compare-and-set version: bumps on every write.
+    #[serde(default)]
+    pub generation: u64,
+    /// Fencing token: strictly increases with every new grant, never reused.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+impl LeaseState {
+    /// True when nobody holds an unexpired lease at `now`.
+    pub fn is_free_at(&self, now: Millis) -> bool {
+        self.holder.is_empty() || self.expires_at.is_none_or(|e| e <= now)
+    }
+
+    /// True when `holder` holds an unexpired lease at `now`.
+    pub fn is_held_by(&self, holder: &str, now: Millis) -> bool {
+        !holder.is_empty() && self.holder == holder && !self.is_free_at(now)
+    }
+
+    /// Milliseconds of validity left at `now` (0 when free or expired).
+    pub fn remaining_ms(&self, now: Millis) -> i64 {
+        if self.is_free_at(now) {
+            0
+        } else {
+            self.expires_at.map_or(0, |e| e.since(now))
+        }
+    }
+}
+
+/// What a witness returns for every lease request: the state plus the witness's own clock, so
+/// clients compute remaining validity without comparing against their own wall clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseView {
+    /// The state after the request.
+    #[serde(flatten)]
+    pub state: LeaseState,
+    /// The witness's clock when it answered.
+    #[serde(with = "crate::time::rfc3339")]
+    pub witness_now: Millis,
+}
+
+/// The operation of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseOp {
+    /// Take a free or expired slot, or extend one's own unexpired lease.
+    Acquire,
+    /// Extend one's own unexpired lease; anything else is lost.
+    Renew,
+    /// Give the lease up; a no-op for anyone but the holder.
+    Release,
+}
+
+/// A request to change a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRequest {
+    /// The operation.
+    pub op: LeaseOp,
+    /// Who asks. Non-empty.
+    pub holder: String,
+    /// Requested validity for acquire/renew, in milliseconds (1 ..= [`MAX_TTL_MS`]); ignored
+    /// by release.
+    #[serde(default)]
+    pub ttl_ms: i64,
+    /// Compare-and-set precondition: the generation the caller last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<u64>,
+    /// Idempotency key; a replay gets the first answer again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl LeaseRequest {
+    /// An acquire for `holder` with `ttl_ms`.
+    pub fn acquire(holder: &str, ttl_ms: i64) -> LeaseRequest {
+        LeaseRequest::new(LeaseOp::Acquire, holder, ttl_ms)
+    }
+
+    /// A renew for `holder` with `ttl_ms`.
+    pub fn renew(holder: &str, ttl_ms: i64) -> LeaseRequest {
+        LeaseRequest::new(LeaseOp::Renew, holder, ttl_ms)
+    }
+
+    /// A release by `holder`.
+    pub fn release(holder: &str) -> LeaseRequest {
+        LeaseRequest::new(LeaseOp::Release, holder, 0)
+    }
+
+    fn new(op: LeaseOp, holder: &str, ttl_ms: i64) -> LeaseRequest {
+        LeaseRequest {
+            op,
+            holder: holder.to_owned(),
+            ttl_ms,
+            if_match: None,
+            request_id: None,
+        }
+    }
+
+    /// With an `If-Match` generation.
+    pub fn if_match(mut self, generation: u64) -> LeaseRequest {
+        self.if_match = Some(generation);
+        self
+    }
+
+    /// With an idempotency key.
+    pub fn request_id(mut self, id: impl Into<String>) -> LeaseRequest {
+        self.request_id = Some(id.into());
+        self
+    }
+}
+
+/// Why a well-formed request was refused. The caller gets the current state with it, so a
+/// primary that lost its lease can demote itself at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictReason {
+    /// `If-Match` named another generation.
+    GenerationMismatch,
+    /// Another holder has an unexpired lease.
+    HeldByAnother,
+    /// Renew by someone who is not the holder.
+    NotHolder,
+    /// Renew after the lease expired (re-acquire instead; that bumps the epoch).
+    Expired,
+    /// A replayed request id whose grant is no longer the current one (the holder released
+    /// it or it passed to another holder since): the old answer would claim authority the
+    /// caller no longer has.
+    Superseded,
+}
+
+/// A refused request (HTTP 412 with the current state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("lease conflict ({reason:?}): held by {:?} epoch {} generation {}", current.holder, current.epoch, current.generation)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseConflict {
+    /// Why.
+    pub reason: ConflictReason,
+    /// The slot's state when refused.
+    pub current: LeaseState,
+}
+
+/// A request that is malformed in itself (HTTP 400); it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseRequestError {
+    /// `holder` is empty.
+    #[error("holder must be a non-empty string")]
+    InvalidHolder,
+    /// TTL outside 1 ms ..= [`MAX_TTL_MS`].
+    #[error("ttl must be between 1 ms and {MAX_TTL_MS} ms, got {0} ms")]
+    InvalidTtl(i64),
+    /// The request id was already used by this holder for another operation.
+    #[error("request id {0:?} was already used for a different operation")]
+    RequestIdReused(String),
+}
+
+impl LeaseRequestError {
+    /// Machine-readable code, matching upstream's Worker where it has one.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LeaseRequestError::InvalidHolder => "invalid_holder",
+            LeaseRequestError::InvalidTtl(_) => "invalid_ttl",
+            LeaseRequestError::RequestIdReused(_) => "request_id_reused",
+        }
+    }
+}
+
+/// The answer to a request: the new state, or a conflict with the current state.
+pub type LeaseOutcome = Result<LeaseState, LeaseConflict>;
+
+/// One remembered answer for idempotent replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answered {
+    /// Holder of the request.
+    pub holder: String,
+    /// Its request id.
+    pub request_id: String,
+    /// Its operation.
+    pub op: LeaseOp,
+    /// What it was answered.
+    pub outcome: LeaseOutcome,
+}
+
+/// Everything a witness stores for one slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRecord {
+    /// The visible state.
+    pub state: LeaseState,
+    /// The next grant's epoch is above this floor as well as above the current epoch (raised
+    /// when an epoch was issued elsewhere, e.g. by an opt-in DNS-quorum takeover, so the
+    /// witness never reissues it).
+    #[serde(default)]
+    pub epoch_floor: u64,
+    /// Recently answered request ids, oldest first, at most [`REPLAY_MEMORY`].
+    #[serde(default)]
+    pub answered: VecDeque<Answered>,
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The record to store (equal to the input when nothing changed).
+    pub record: LeaseRecord,
+    /// The answer to give.
+    pub outcome: LeaseOutcome,
+    /// True when the visible state changed (a storage write is needed).
+    pub changed: bool,
+    /// True when this was a replay of an answered request id.
+    pub replayed: bool,
+}
+
+/// Applies `req` to `record` at witness time `now`. Pure: the same inputs give the same
+/// output. The returned record must be persisted before the answer is sent whenever it differs
+/// from the input (`changed`, or a new remembered request id).
+pub fn apply(
+    record: &LeaseRecord,
+    req: &LeaseRequest,
+    now: Millis,
+) -> Result<Applied, LeaseRequestError> {
+    if req.holder.is_empty() {
+        return Err(LeaseRequestError::InvalidHolder);
+    }
+    if req.op != LeaseOp::Release && !(1..=MAX_TTL_MS).contains(&req.ttl_ms) {
+        return Err(LeaseRequestError::InvalidTtl(req.ttl_ms));
+    }
+    if let Some(id) = &req.request_id
+        && let Some(prev) = record
+            .answered
+            .iter()
+            .find(|a| a.request_id == *id && a.holder == req.holder)
+    {
+        if prev.op != req.op {
+            return Err(LeaseRequestError::RequestIdReused(id.clone()));
+        }
+        let cur = &record.state;
+        let outcome = match &prev.outcome {
+            // A remembered grant is only repeated while it is still the current grant.
+            Ok(s) if !s.holder.is_empty() && (s.holder != cur.holder || s.epoch != cur.epoch) => {
+                Err(LeaseConflict {
+                    reason: ConflictReason::Superseded,
+                    current: cur.clone(),
+                })
+            }
+            other => other.clone(),
+        };
+        return Ok(Applied {
+            record: record.clone(),
+            outcome,
+            changed: false,
+            replayed: true,
+        });
+    }
+
+    let cur = &record.state;
+    let outcome = decide(record, req, now);
+    let changed = matches!(&outcome, Ok(s) if s != cur);
+    let mut next = record.clone();
+    if let Ok(s) = &outcome {
+        next.state = s.clone();
+    }
+    if let Some(id) = &req.request_id {
+        if next.answered.len() >= REPLAY_MEMORY {
+            next.answered.pop_front();
+        }
+        next.answered.push_back(Answered {
+            holder: req.holder.clone(),
+            request_id: id.clone(),
+            op: req.op,
+            outcome: outcome.clone(),
+        });
+    }
+    Ok(Applied {
+        record: next,
+        outcome,
+        changed,
+        replayed: false,
+    })
+}
+
+/// The transition itself, for a valid, non-replayed request.
+fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome {
+    let cur = &record.state;
+    let conflict = |reason| LeaseConflict {
+        reason,
+        current: cur.clone(),
+    };
+    if let Some(g) = req.if_match
+        && g != cur.generation
+    {
+        return Err(conflict(ConflictReason::GenerationMismatch));
+    }
+    let free = cur.is_free_at(now);
+    let mine = cur.holder == req.holder;
+    let extended = || LeaseState {
+        holder: cur.holder.clone(),
+        acquired_at: cur.acquired_at,
+        // Never shorten a granted lease.
+        expires_at: Some(
+            cur.expires_at
+                .map_or(now.plus(req.ttl_ms), |e| e.max(now.plus(req.ttl_ms))),
+        ),
+        generation: cur.generation.saturating_add(1),
+        epoch: cur.epoch,
+    };
+    match req.op {
+        LeaseOp::Acquire if !free && mine => Ok(extended()),
+        LeaseOp::Acquire if !free => Err(conflict(ConflictReason::HeldByAnother)),
+        LeaseOp::Acquire => Ok(LeaseState {
+            holder: req.holder.clone(),
+            acquired_at: Some(now),
+            expires_at: Some(now.plus(req.ttl_ms)),
+            generation: cur.generation.saturating_add(1),
+            epoch: cur.epoch.max(record.epoch_floor).saturating_add(1),
+        }),
+        LeaseOp::Renew if !mine => Err(conflict(ConflictReason::NotHolder)),
+        LeaseOp::Renew if free => Err(conflict(ConflictReason::Expired)),
+        LeaseOp::Renew => Ok(extended()),
+        // Release by anyone but the holder (or of a free slot) is a successful no-op.
+        LeaseOp::Release if !mine || cur.holder.is_empty() => Ok(cur.clone()),
+        LeaseOp::Release => Ok(LeaseState {
+            holder: String::new(),
+            acquired_at: None,
+            expires_at: None,
+            generation: cur.generation.saturating_add(1),
+            epoch: cur.epoch,
+        }),
+    }
+}
+
+/// Parses an `If-Match` header value as upstream's Worker accepts it: `N`, `"N"` or `W/"N"`.
+pub fn parse_if_match(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(v);
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// The PUT body of upstream's Worker: `{"holder", "ttlSeconds", "op": "acquire"|"renew"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutBody {
+    /// Who asks.
+    pub holder: String,
+    /// Requested validity in seconds (finite, > 0; fractions allowed).
+    pub ttl_seconds: f64,
+    /// `acquire` or `renew`.
+    pub op: LeaseOp,
+}
+
+impl PutBody {
+    /// The TTL in whole milliseconds, or the error upstream's Worker gives (`invalid_ttl`).
+    pub fn ttl_ms(&self) -> Result<i64, LeaseRequestError> {
+        let ms = self.ttl_seconds * 1000.0;
+        if !ms.is_finite() || ms < 1.0 || ms > MAX_TTL_MS as f64 {
+            // Report what was asked, rounded to ms and clamped into i64 for the message.
+            return Err(LeaseRequestError::InvalidTtl(ms.clamp(-9e15, 9e15) as i64));
+        }
+        Ok(ms.round() as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests;

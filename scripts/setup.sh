@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs every system component the workspace's tests and lab need, idempotently, from the
+# registries this machine kind reaches (Debian apt, npm). Safe to run again: it skips what is there.
+#
+#   scripts/setup.sh            # everything (apt packages, npm workerd/miniflare)
+#   SETUP_SKIP_WASM=1 scripts/setup.sh   # skip the wasm32 toolchain (Debian rustc-web + lld)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+sudo_if() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_pkgs=(
+  nats-server                                   # NATS 2.9 with JetStream (audit, flow-server backend)
+  pdns-server pdns-backend-sqlite3 sqlite3      # PowerDNS Authoritative 4.7 with LUA records
+  bind9-dnsutils                                # dig, for humans debugging the lab
+  postgresql-15 postgresql-client-15            # primary + synchronous standby pair
+)
+# Node runs workerd through miniflare. The machine image ships Node 20 with npm (NodeSource);
+# only fall back to Debian's packages when there is none.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_pkgs+=(nodejs npm)
+fi
+if [ "${SETUP_SKIP_WASM:-0}" != 1 ]; then
+  # Registry-only wasm32 path (shared/TOOLCHAIN.md route B): Debian's rustc with std sources and lld.
+  apt_pkgs+=(rustc-web cargo-web rust-web-src lld-22)
+fi
+
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_if apt-get update -qq
+  sudo_if apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+# workerd via miniflare, pinned (Node 20 on this machine kind: later releases need Node 22).
+if [ ! -x "$here/tools/node/node_modules/.bin/miniflare" ] && \
+   [ ! -f "$here/tools/node/node_modules/miniflare/package.json" ]; then
+  log "npm ci in tools/node (miniflare + workerd)"
+  (cd "$here/tools/node" && npm ci --no-audit --no-fund --loglevel=error)
+else
+  log "npm tools present"
+fi
+log "done"
