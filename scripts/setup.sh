@@ -47,4 +47,17 @@ if [ ! -x "$here/tools/node/node_modules/.bin/miniflare" ] && \
 else
   log "npm tools present"
 fi
+# wasm-bindgen CLI, exactly the version of the wasm-bindgen crate in Cargo.lock (the Worker's glue
+# must match it). cargo install from crates.io; ~4 min once, then cached in ~/.cache/openova-tools.
+if [ "${SETUP_SKIP_WASM:-0}" != 1 ]; then
+  tools="${OPENOVA_TOOLS:-$HOME/.cache/openova-tools}"
+  want=$(awk '/^name = "wasm-bindgen"$/{getline; print $3}' "$here/Cargo.lock" | tr -d '"' | head -n1)
+  have=$("$tools/bin/wasm-bindgen" --version 2>/dev/null | awk '{print $2}' || true)
+  if [ -n "$want" ] && [ "$want" != "$have" ]; then
+    log "cargo install wasm-bindgen-cli $want (no --locked: its lockfile pins an unavailable crate)"
+    PATH="$HOME/.cargo/bin:$PATH" cargo install -q wasm-bindgen-cli --version "=$want" --root "$tools"
+  else
+    log "wasm-bindgen ${have:-not needed} present"
+  fi
+fi
 log "done"

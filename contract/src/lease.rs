@@ -231,6 +231,9 @@ pub struct Answered {
     pub op: LeaseOp,
     /// What it was answered.
     pub outcome: LeaseOutcome,
+    /// The witness clock when it was first answered, so a replay can be answered identically.
+    #[serde(default)]
+    pub at: Millis,
 }
 
 /// Everything a witness stores for one slot.
@@ -260,6 +263,8 @@ pub struct Applied {
     pub changed: bool,
     /// True when this was a replay of an answered request id.
     pub replayed: bool,
+    /// The witness time the answer speaks for: `now`, or the first answer's time on a replay.
+    pub at: Millis,
 }
 
 /// Applies `req` to `record` at witness time `now`. Pure: the same inputs give the same
@@ -301,6 +306,7 @@ pub fn apply(
             outcome,
             changed: false,
             replayed: true,
+            at: prev.at,
         });
     }
 
@@ -320,6 +326,7 @@ pub fn apply(
             request_id: id.clone(),
             op: req.op,
             outcome: outcome.clone(),
+            at: now,
         });
     }
     Ok(Applied {
@@ -327,6 +334,7 @@ pub fn apply(
         outcome,
         changed,
         replayed: false,
+        at: now,
     })
 }
 

@@ -1,0 +1,103 @@
+//! `witness-server`: the lease witness as a native service, for tests, the lab, and operators
+//! who run their witness in a third site. Same HTTP API as the Cloudflare Worker.
+
+use anyhow::Context;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use witness_worker::auth::Tokens;
+use witness_worker::server::{Witness, serve, system_clock};
+use witness_worker::store::FileStore;
+
+/// Lease witness with compare-and-set, fencing epochs and idempotent retries.
+///
+/// API: GET|PUT|DELETE /lease/<slot> (bearer token, If-Match: <generation>), GET /healthz,
+/// GET /metrics. State is fsynced to --state before any answer.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "WITNESS_LISTEN_ADDR", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// State file (JSON; created when absent; keep it on durable storage).
+    #[arg(long, env = "WITNESS_STATE")]
+    state: PathBuf,
+    /// Tokens file: YAML map of bearer token -> holders it may act as, e.g.
+    /// `tok-a: [region-a]` (`"*"` = any holder).
+    #[arg(long, env = "WITNESS_TOKENS")]
+    tokens: PathBuf,
+}
+
+fn load_tokens(path: &PathBuf) -> anyhow::Result<Tokens> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading tokens file {}", path.display()))?;
+    let tokens: Tokens = serde_yaml::from_str(&text).with_context(|| {
+        format!(
+            "tokens file {} is not a map of token -> [holders]",
+            path.display()
+        )
+    })?;
+    let tokens = tokens.validated()?;
+    anyhow::ensure!(
+        !tokens.is_empty(),
+        "tokens file {} has no tokens; every request would be refused",
+        path.display()
+    );
+    Ok(tokens)
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Args {
+        listen,
+        state,
+        tokens,
+    } = Args::parse();
+    let setup = (|| -> anyhow::Result<_> {
+        let tokens = load_tokens(&tokens)?;
+        let store = FileStore::open(&state)?;
+        Ok((tokens, store))
+    })();
+    let (tokens, store) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("witness-server: {e:#}");
+            std::process::exit(64);
+        }
+    };
+    let n = tokens.len();
+    let witness = Witness::new(store, tokens, system_clock());
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("witness-server: cannot listen on {listen}: {e}");
+            std::process::exit(69);
+        }
+    };
+    tracing::info!(%listen, state = %state.display(), tokens = n, "witness-server listening");
+    if let Err(e) = serve(listener, witness, shutdown_signal()).await {
+        eprintln!("witness-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
