@@ -388,6 +388,16 @@ fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome
     }
 }
 
+/// Raises the slot's epoch floor to at least `floor` (never lowers it). Used when an epoch was
+/// issued outside the witness — an opt-in DNS-quorum takeover while the witness was
+/// unreachable (`spec/peers.md` §2.3 rule 11) — so that the witness's next grant is above it
+/// and the epoch is never issued twice. The visible state and generation do not change.
+pub fn raise_epoch_floor(record: &LeaseRecord, floor: u64) -> LeaseRecord {
+    let mut next = record.clone();
+    next.epoch_floor = next.epoch_floor.max(floor);
+    next
+}
+
 /// Parses an `If-Match` header value as upstream's Worker accepts it: `N`, `"N"` or `W/"N"`.
 pub fn parse_if_match(value: &str) -> Option<u64> {
     let v = value.trim();

@@ -81,6 +81,14 @@ pub enum Route {
         /// Slot name.
         slot: String,
     },
+    /// PUT with `op: raise-floor`: the next grant's epoch must exceed `epoch` (an epoch issued
+    /// by an opt-in DNS-quorum takeover while the witness was unreachable).
+    RaiseFloor {
+        /// Slot name.
+        slot: String,
+        /// The epoch issued elsewhere.
+        epoch: u64,
+    },
     /// PUT/DELETE: apply a lease request to the slot.
     Change {
         /// Slot name.
@@ -94,7 +102,9 @@ impl Route {
     /// The slot the request is about.
     pub fn slot(&self) -> &str {
         match self {
-            Route::Read { slot } | Route::Change { slot, .. } => slot,
+            Route::Read { slot } | Route::Change { slot, .. } | Route::RaiseFloor { slot, .. } => {
+                slot
+            }
         }
     }
 }
@@ -261,6 +271,15 @@ pub fn parse(inc: &Incoming, tokens: &Tokens) -> Result<Route, ApiResponse> {
                 .ok_or_else(|| {
                     ApiResponse::error(400, "invalid_holder", "holder must be a non-empty string")
                 })?;
+            if obj.get("op").and_then(|o| o.as_str()) == Some("raise-floor") {
+                let epoch = obj.get("epoch").and_then(|e| e.as_u64()).ok_or_else(|| {
+                    ApiResponse::error(400, "invalid_epoch", "epoch must be an integer >= 0")
+                })?;
+                if !grant.may_act_as(holder) {
+                    return Err(forbid(holder));
+                }
+                return Ok(Route::RaiseFloor { slot, epoch });
+            }
             let ttl_seconds = obj
                 .get("ttlSeconds")
                 .and_then(|t| t.as_f64())
@@ -355,6 +374,27 @@ pub fn respond_read(state: Option<&LeaseState>, now: Millis) -> ApiResponse {
             },
         ),
     }
+}
+
+/// The answer to a raise-floor request: the state and the floor now in force.
+pub fn respond_floor(record: &contract::LeaseRecord, now: Millis) -> ApiResponse {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Floor<'a> {
+        #[serde(flatten)]
+        view: &'a LeaseView,
+        epoch_floor: u64,
+    }
+    ApiResponse::json(
+        200,
+        &Floor {
+            view: &LeaseView {
+                state: record.state.clone(),
+                witness_now: now,
+            },
+            epoch_floor: record.epoch_floor,
+        },
+    )
 }
 
 /// The answer to a PUT/DELETE after [`contract::apply`]. `existed` tells whether the slot had

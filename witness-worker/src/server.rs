@@ -111,6 +111,17 @@ impl Witness {
         let now = (self.clock)();
         match route {
             Route::Read { slot } => api::respond_read(store.get(&slot).map(|r| &r.state), now),
+            Route::RaiseFloor { slot, epoch } => {
+                let was = store.get(&slot).cloned().unwrap_or_default();
+                let next = contract::lease::raise_epoch_floor(&was, epoch);
+                if next != was {
+                    if let Err(e) = store.put(&slot, next.clone()) {
+                        return ApiResponse::error(503, "storage_unavailable", e.to_string());
+                    }
+                    tracing::warn!(%slot, floor = next.epoch_floor, "epoch floor raised (DNS-quorum takeover)");
+                }
+                api::respond_floor(&next, now)
+            }
             Route::Change { slot, req } => {
                 let existed = store.get(&slot).is_some();
                 let was = store.get(&slot).cloned().unwrap_or_default();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::{
-    Context, Date, DurableObject, Env, Request, RequestInit, Response, Result, State,
+    Context, Date, DurableObject, Env, Request, RequestInit, Response, Result, State, Storage,
     durable_object, event, wasm_bindgen::JsValue,
 };
 
@@ -27,6 +27,7 @@ const RECORD: &str = "record";
 #[serde(rename_all = "camelCase", tag = "call")]
 enum Call {
     Read,
+    RaiseFloor { epoch: u64 },
     Change { req: LeaseRequest },
 }
 
@@ -83,6 +84,7 @@ pub async fn main(mut req: Request, env: Env, _ctx: Context) -> Result<Response>
     };
     let call = match &route {
         Route::Read { .. } => Call::Read,
+        Route::RaiseFloor { epoch, .. } => Call::RaiseFloor { epoch: *epoch },
         Route::Change { req, .. } => Call::Change { req: req.clone() },
     };
     let body = serde_json::to_string(&call).map_err(|e| worker::Error::RustError(e.to_string()))?;
@@ -103,6 +105,43 @@ pub struct LeaseObject {
     state: State,
 }
 
+fn rust_err(e: impl std::fmt::Display) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
+/// Runs `f` on the slot's record inside one storage transaction and writes the record it
+/// returns when it differs. `f` also gets whether a record existed, and its second result is
+/// handed back.
+async fn transact<T: 'static>(
+    storage: &Storage,
+    f: impl FnOnce(&LeaseRecord, bool) -> (LeaseRecord, T) + 'static,
+) -> Result<T> {
+    let out = Rc::new(RefCell::new(None));
+    let slot = out.clone();
+    storage
+        .transaction(move |txn| async move {
+            // Transaction::get errors on a missing key; probe with get_multiple.
+            let found = txn.get_multiple(vec![RECORD]).await?;
+            let existed = found.has(&JsValue::from_str(RECORD));
+            let rec: LeaseRecord = if existed {
+                let s: String = txn.get(RECORD).await?;
+                serde_json::from_str(&s).map_err(rust_err)?
+            } else {
+                LeaseRecord::default()
+            };
+            let (next, t) = f(&rec, existed);
+            if next != rec {
+                txn.put(RECORD, serde_json::to_string(&next).map_err(rust_err)?)
+                    .await?;
+            }
+            *slot.borrow_mut() = Some(t);
+            Ok(())
+        })
+        .await?;
+    let taken = out.borrow_mut().take();
+    taken.ok_or_else(|| rust_err("transaction produced no result"))
+}
+
 impl DurableObject for LeaseObject {
     fn new(state: State, _env: Env) -> Self {
         Self { state }
@@ -116,51 +155,31 @@ impl DurableObject for LeaseObject {
             Call::Read => {
                 let rec: Option<String> = storage.get(RECORD).await?;
                 let rec: Option<LeaseRecord> = match rec {
-                    Some(s) => Some(
-                        serde_json::from_str(&s)
-                            .map_err(|e| worker::Error::RustError(e.to_string()))?,
-                    ),
+                    Some(s) => Some(serde_json::from_str(&s).map_err(rust_err)?),
                     None => None,
                 };
                 to_response(api::respond_read(rec.as_ref().map(|r| &r.state), now))
             }
+            Call::RaiseFloor { epoch } => {
+                let next = transact(&storage, move |rec, _| {
+                    let next = contract::lease::raise_epoch_floor(rec, epoch);
+                    (next.clone(), next)
+                })
+                .await?;
+                to_response(api::respond_floor(&next, now))
+            }
             Call::Change { req } => {
-                let out = Rc::new(RefCell::new(None));
-                let slot_out = out.clone();
                 let lreq = req.clone();
-                storage
-                    .transaction(move |txn| async move {
-                        // Transaction::get errors on a missing key; probe with get_multiple.
-                        let found = txn.get_multiple(vec![RECORD]).await?;
-                        let existed = found.has(&JsValue::from_str(RECORD));
-                        let rec: LeaseRecord = if existed {
-                            let s: String = txn.get(RECORD).await?;
-                            serde_json::from_str(&s)
-                                .map_err(|e| worker::Error::RustError(e.to_string()))?
-                        } else {
-                            LeaseRecord::default()
-                        };
-                        let applied = contract::apply(&rec, &lreq, now);
-                        if let Ok(a) = &applied
-                            && a.record != rec
-                        {
-                            let s = serde_json::to_string(&a.record)
-                                .map_err(|e| worker::Error::RustError(e.to_string()))?;
-                            txn.put(RECORD, s).await?;
-                        }
-                        *slot_out.borrow_mut() = Some((applied, existed));
-                        Ok(())
-                    })
-                    .await?;
-                let taken = out.borrow_mut().take();
-                match taken {
-                    Some((applied, existed)) => to_response(api::respond(&req, &applied, existed)),
-                    None => to_response(ApiResponse::error(
-                        500,
-                        "internal_error",
-                        "transaction produced no result",
-                    )),
-                }
+                let (applied, existed) = transact(&storage, move |rec, existed| {
+                    let applied = contract::apply(rec, &lreq, now);
+                    let next = match &applied {
+                        Ok(a) => a.record.clone(),
+                        Err(_) => rec.clone(),
+                    };
+                    (next, (applied, existed))
+                })
+                .await?;
+                to_response(api::respond(&req, &applied, existed))
             }
         }
     }

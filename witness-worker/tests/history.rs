@@ -14,11 +14,14 @@ use contract::LeaseState;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use witness_worker::client::{ClientConfig, WitnessClient, WitnessError};
 
 const CLIENTS: usize = 8;
 const TTL: Duration = Duration::from_millis(400);
+/// Rounds per client: a bounded count, not a duration, so a loaded machine still checks as
+/// many answers (it just takes longer).
+const ROUNDS: u64 = 40;
 
 #[derive(Default)]
 struct Log {
@@ -27,15 +30,13 @@ struct Log {
     errors: u64,
 }
 
-async fn racer(base: String, holder: String, until: Instant, log: Arc<Mutex<Log>>) {
+async fn racer(base: String, holder: String, log: Arc<Mutex<Log>>) {
     let mut cfg = ClientConfig::new(base, "tok-any");
-    cfg.timeout = Duration::from_secs(2);
+    cfg.timeout = Duration::from_secs(5);
     cfg.attempts = 2;
     cfg.backoff = Duration::from_millis(50);
     let c = WitnessClient::new(cfg, "race").expect("client");
-    let mut n = 0u64;
-    while Instant::now() < until {
-        n += 1;
+    for n in 1..=ROUNDS {
         let record = |r: Result<Option<LeaseState>, WitnessError>| {
             let mut l = log.lock().expect("log");
             l.ops += 1;
@@ -141,18 +142,9 @@ fn check(states: &[LeaseState]) -> usize {
     by_gen.len()
 }
 
-async fn race(base: &str, secs: u64) -> Arc<Mutex<Log>> {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let until = Instant::now() + Duration::from_secs(secs);
+async fn race(base: &str, log: Arc<Mutex<Log>>) -> Arc<Mutex<Log>> {
     let tasks: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            tokio::spawn(racer(
-                base.to_owned(),
-                format!("region-{i}"),
-                until,
-                log.clone(),
-            ))
-        })
+        .map(|i| tokio::spawn(racer(base.to_owned(), format!("region-{i}"), log.clone())))
         .collect();
     for t in tasks {
         t.await.expect("racer");
@@ -203,11 +195,21 @@ async fn racing_clients_never_see_two_holders_across_a_witness_server_restart() 
     let mut server = spawn_server(bin, port, dir.path());
     wait_healthy(&base).await;
 
+    let log = Arc::new(Mutex::new(Log::default()));
     let run = tokio::spawn({
-        let base = base.clone();
-        async move { race(&base, 6).await }
+        let (base, log) = (base.clone(), log.clone());
+        async move { race(&base, log).await }
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ops = || log.lock().unwrap().ops;
+    testkit::eventually("racers under way", Duration::from_secs(60), || async {
+        if ops() >= 150 {
+            Ok(())
+        } else {
+            Err(format!("{} ops", ops()))
+        }
+    })
+    .await
+    .unwrap();
     server.kill().unwrap(); // SIGKILL mid-run: only fsynced state survives
     server.wait().unwrap();
     let mut server = spawn_server(bin, port, dir.path());
@@ -222,21 +224,21 @@ async fn racing_clients_never_see_two_holders_across_a_witness_server_restart() 
         "witness-server history: {} operations, {} answers checked, {} unavailable, 0 violations (restart mid-run)",
         log.ops, checked, log.errors
     );
-    assert!(checked > 50, "too few answers to mean anything: {checked}");
+    assert!(checked > 40, "too few answers to mean anything: {checked}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_clients_never_see_two_holders_on_the_wasm_worker() {
     let w = common::start_workerd().await;
     let base = w.url().trim_end_matches('/').to_owned();
-    let log = race(&base, 5).await;
+    let log = race(&base, Arc::new(Mutex::new(Log::default()))).await;
     let log = log.lock().unwrap();
     let checked = check(&log.states);
     println!(
         "workerd history: {} operations, {} answers checked, {} unavailable, 0 violations",
         log.ops, checked, log.errors
     );
-    assert!(checked > 50, "too few answers to mean anything: {checked}");
+    assert!(checked > 40, "too few answers to mean anything: {checked}");
 }
 
 #[test]

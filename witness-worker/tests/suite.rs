@@ -326,3 +326,55 @@ async fn http_extras(base: &str) {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Rule 11: after an opt-in DNS-quorum takeover issued epoch N elsewhere, raising the witness's
+/// floor makes its next grant exceed N, on both runtimes.
+async fn floor_is_honoured(base: &str) {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/lease/floor");
+    let put = |body: serde_json::Value, generation: u64| {
+        http.put(&url)
+            .bearer_auth("tok-any")
+            .header("If-Match", generation.to_string())
+            .json(&body)
+            .send()
+    };
+    let r = put(
+        serde_json::json!({"holder": "region-b", "op": "raise-floor", "epoch": 41}),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["epochFloor"],
+        41
+    );
+    let r = put(
+        serde_json::json!({"holder": "region-b", "op": "raise-floor"}),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "epoch is required");
+    let r = put(
+        serde_json::json!({"holder": "region-a", "ttlSeconds": 60, "op": "acquire"}),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["epoch"], 42);
+}
+
+#[tokio::test]
+async fn epoch_floor_on_witness_server() {
+    let server = Server::start().await;
+    floor_is_honoured(&server.url).await;
+}
+
+#[tokio::test]
+async fn epoch_floor_on_the_wasm_worker() {
+    let w = start_workerd().await;
+    floor_is_honoured(w.url().trim_end_matches('/')).await;
+}

@@ -390,3 +390,17 @@ fn replay_of_a_superseded_grant_is_a_conflict_not_authority() {
     assert_eq!(c.reason, ConflictReason::Superseded);
     assert_eq!(c.current.holder, "b");
 }
+
+#[test]
+fn raised_epoch_floor_is_honoured_and_never_lowered() {
+    let rec = granted(
+        &LeaseRecord::default(),
+        LeaseRequest::acquire("a", TTL),
+        t(0),
+    );
+    let rec = raise_epoch_floor(&rec, 9);
+    assert_eq!(raise_epoch_floor(&rec, 3).epoch_floor, 9);
+    assert_eq!(rec.state.epoch, 1, "the current grant is untouched");
+    let (_, out) = run(&rec, LeaseRequest::acquire("b", TTL), t(TTL));
+    assert_eq!(out.unwrap().epoch, 10);
+}
