@@ -1,0 +1,1 @@
+;local up = ifportup(8443, {'5.1.2.3', '5.1.2.4', '5.5.6.7'}, {selector='all', interval=5, timeout=2}) local primary = {['5.1.2.3']=true, ['5.1.2.4']=true} local r = {} for _, a in ipairs(up) do if primary[a] then r[#r+1] = a end end if #r > 0 then return r end return up
