@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs the real components the tests start (NATS, PowerDNS,
+# PostgreSQL, workerd; scripts/setup.sh, idempotent), then runs every test of the workspace.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p contract`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+scripts/setup.sh
+# The witness tests serve the built wasm Worker in workerd; build it from the current sources.
+scripts/build-witness.sh
+if [ "$#" -eq 0 ]; then set -- --workspace; fi
+exec cargo test "$@"
