@@ -1,0 +1,633 @@
+//! PURE decision core: `decide(&Observed, now) -> Plan`. No async, no I/O, no clock.
+//!
+//! Level-triggered: every tick the controller observes, decides and executes the plan; a
+//! crashed executor is resumed simply by deciding again from what is observed plus the
+//! persisted operation. The rules, in priority order:
+//!
+//! 1. **Self-fence.** A region whose database is a writable primary but which no longer has
+//!    write authority (no successful renew within `deadline = ttl − renew − margin` of the
+//!    renew's SEND time, or the witness names another holder) drains its route, makes the
+//!    database read-only and audits — before the witness can grant the lease elsewhere.
+//! 2. **Renew.** The holder renews every `renew` interval.
+//! 3. **Operation in progress** (switchover/failback source): drain → demote → wait replayed
+//!    → release.
+//! 4. **Holder that is a standby promotes** (it only holds the lease after acquiring it, which
+//!    the witness grants only after expiry or release): promote → (sync suspended in default
+//!    durability after an unplanned failover) → undrain → flip DNS → audit. Promotion comes
+//!    before the DNS flip, so DNS never points at a read-only replica.
+//! 5. **Authoritative primary converges**: un-fence (after hold-down), undrain, restore or
+//!    suspend sync, start a requested switchover/approved failback.
+//! 6. **Standby**: rebuild when diverged; acquire for a switchover that targets it; acquire for
+//!    an automatic failover only with `autoFailover`, peer failing from ≥ 2 vantages for the
+//!    hold-down, the lease free, replication inside the RPO bound.
+//!
+//! Write authority (what the property test checks): the database is writable AND the route is
+//! undrained (its dead-man switch, re-armed on every successful renew to `sent + deadline`,
+//! has not run out) AND the region is not fenced.
+
+mod model;
+
+pub use model::*;
+
+use crate::audit::{AuditEvent, AuditType};
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+/// Decides what this region does now. `now` is the local monotonic clock.
+pub fn decide(o: &Observed, now: Mono) -> Plan {
+    let mut plan = Plan::default();
+    let t = o.spec.timing;
+    let me = o.region.as_str();
+    let peer = peer_of(o);
+    let authority = authority(o, now);
+
+    if let Some(l) = &o.lease
+        && now.since(l.received_at) > 2 * t.renew_ms
+    {
+        cond(
+            &mut plan,
+            ConditionKind::WitnessUnreachable,
+            format!("no witness answer for {} ms", now.since(l.received_at)),
+        );
+    }
+    let peer_holds = o.lease.as_ref().is_some_and(|l| l.held_by_other(me, now));
+    if peer_holds {
+        cond(
+            &mut plan,
+            ConditionKind::LeaseHeldByPeer,
+            format!(
+                "lease held by {:?}",
+                o.lease
+                    .as_ref()
+                    .map(|l| l.state.holder.clone())
+                    .unwrap_or_default()
+            ),
+        );
+    }
+
+    // 1. Self-fence: a writable surface without authority.
+    let exposed = o.local.db == DbRole::Primary && (!o.local.read_only || !o.local.drained);
+    let in_switchover_as_source = o.operation.as_ref().is_some_and(|op| {
+        matches!(op.kind, OpKind::Switchover | OpKind::Failback) && op.target.as_deref() != Some(me)
+    });
+    // A restarted controller has no renew of its own yet; while the witness still names it,
+    // it re-acquires (same epoch) instead of fencing. The route's dead-man switch, armed by the
+    // previous process, bounds write authority meanwhile.
+    let restarted_holder =
+        o.renewed.is_none() && o.lease.as_ref().is_some_and(|l| l.held_by(me, now));
+    if exposed && authority.is_none() && !in_switchover_as_source && restarted_holder {
+        plan.steps.push(Step::AcquireLease);
+        return plan;
+    }
+    if exposed && authority.is_none() && !in_switchover_as_source {
+        let epoch = o.renewed.map_or(0, |r| r.epoch);
+        let why = if peer_holds {
+            "lease held by another region"
+        } else {
+            "renew deadline passed"
+        };
+        cond(&mut plan, ConditionKind::SelfFenced, why.to_owned());
+        plan.steps.push(Step::Drain { epoch });
+        plan.steps.push(Step::Fence { epoch });
+        let mut e = audit(o, AuditType::LeaseLost, "lease-lost", why);
+        e.from_primary = me.to_owned();
+        e.epoch = Some(epoch);
+        plan.steps.push(Step::Audit(Box::new(e)));
+        plan.steps.push(Step::FinishOperation);
+        plan.start = Some(op(OpKind::SelfFence, format!("fence-{epoch}"), epoch, None));
+        return plan;
+    }
+
+    // 2. Renew.
+    if let Some(r) = authority
+        && now.since(r.sent_at) >= t.renew_ms
+    {
+        plan.steps.push(Step::RenewLease { epoch: r.epoch });
+    }
+
+    // 3. Switchover/failback as the source.
+    if let Some(opn) = &o.operation
+        && matches!(opn.kind, OpKind::Switchover | OpKind::Failback)
+        && let Some(target) = opn.target.clone()
+        && target != me
+    {
+        source_steps(o, opn, &target, authority, now, &mut plan);
+        return plan;
+    }
+
+    // 4. Holder that is still a standby: promote.
+    if let Some(r) = authority
+        && o.local.db == DbRole::Standby
+        && !o.replication.needs_rebuild
+    {
+        promote_steps(o, r.epoch, &peer, &mut plan);
+        return plan;
+    }
+
+    // 5. Authoritative primary converges.
+    if let Some(r) = authority
+        && o.local.db == DbRole::Primary
+    {
+        primary_steps(o, r.epoch, &peer, now, &mut plan);
+        return plan;
+    }
+
+    // 6. Without authority.
+    no_authority_steps(o, &peer, peer_holds, now, &mut plan);
+    plan
+}
+
+/// How many completed request ids a region remembers.
+pub const COMPLETED_MEMORY: usize = 16;
+
+/// Records a completed request id, forgetting the oldest beyond [`COMPLETED_MEMORY`].
+pub fn remember_completed(completed: &mut Vec<String>, id: String) {
+    if !completed.contains(&id) {
+        completed.push(id);
+    }
+    if completed.len() > COMPLETED_MEMORY {
+        completed.remove(0);
+    }
+}
+
+/// This region's write authority at `now`: its last acquire/renew was sent less than the
+/// deadline ago and the witness's last answer still names it (same epoch).
+pub fn authority(o: &Observed, now: Mono) -> Option<Renewed> {
+    let r = o.renewed?;
+    let l = o.lease.as_ref()?;
+    let fresh = now.since(r.sent_at) < o.spec.timing.deadline_ms();
+    (fresh && l.state.holder == o.region && l.state.epoch == r.epoch).then_some(r)
+}
+
+fn peer_of(o: &Observed) -> String {
+    o.spec
+        .regions
+        .iter()
+        .find(|r| **r != o.region)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn cond(plan: &mut Plan, kind: ConditionKind, message: String) {
+    plan.conditions.push(Condition { kind, message });
+}
+
+fn audit(o: &Observed, kind: AuditType, reason: &str, message: &str) -> AuditEvent {
+    let mut e = AuditEvent::new(kind, &o.spec.name, &o.spec.application);
+    e.reason = reason.to_owned();
+    e.message = message.to_owned();
+    e
+}
+
+fn op(kind: OpKind, id: String, epoch: u64, target: Option<String>) -> Operation {
+    Operation {
+        id,
+        kind,
+        step: String::new(),
+        epoch,
+        started_at: contract::Millis(0),
+        lsn: None,
+        target,
+    }
+}
+
+fn held_down(o: &Observed, now: Mono) -> bool {
+    o.last_change
+        .is_some_and(|c| now.since(c) < o.spec.timing.hold_down_ms)
+}
+
+/// Replication inside the RPO bound: synchronous, or lag within both bounds.
+pub fn within_rpo(o: &Observed) -> bool {
+    let r = o.replication;
+    r.sync
+        || (r.lag_bytes <= o.spec.rpo.max_lag_bytes && r.lag_seconds <= o.spec.rpo.max_lag_seconds)
+}
+
+/// The peer fails probes from at least two distinct vantages, each for at least the
+/// hold-down.
+pub fn peer_down(o: &Observed, now: Mono) -> bool {
+    let mut failing: Vec<&str> = o
+        .probes
+        .iter()
+        .filter(|p| {
+            !p.healthy
+                && p.failing_since
+                    .is_some_and(|s| now.since(s) >= o.spec.timing.hold_down_ms)
+        })
+        .map(|p| p.vantage.as_str())
+        .collect();
+    failing.sort_unstable();
+    failing.dedup();
+    failing.len() >= 2
+}
+
+fn source_steps(
+    o: &Observed,
+    opn: &Operation,
+    target: &str,
+    authority: Option<Renewed>,
+    now: Mono,
+    plan: &mut Plan,
+) {
+    let e = opn.epoch;
+    let holds = o.lease.as_ref().is_some_and(|l| l.held_by(&o.region, now));
+    match (o.local.db, opn.lsn) {
+        (DbRole::Primary, _) => {
+            let abort = |plan: &mut Plan, why: &str| {
+                let mut ev = audit(o, AuditType::Error, "switchover-aborted", why);
+                ev.from_primary = o.region.clone();
+                ev.to_primary = target.to_owned();
+                ev.epoch = Some(e);
+                plan.steps.push(Step::Audit(Box::new(ev)));
+                plan.steps.push(Step::FinishOperation);
+            };
+            if authority.is_none() {
+                // Lost authority before demoting: fence and abandon the operation; the peer
+                // may take over after expiry through the failover rules.
+                plan.steps.push(Step::Drain { epoch: e });
+                plan.steps.push(Step::Fence { epoch: e });
+                abort(plan, "lease lost before demotion");
+                return;
+            }
+            if !o.replication.streaming || o.replication.needs_rebuild || !within_rpo(o) {
+                // Compensate: the target can no longer take over without loss; undo the drain
+                // and give the request up (a new request id retries it).
+                cond(
+                    plan,
+                    ConditionKind::SwitchoverBlocked,
+                    format!("{target} stopped streaming before demotion; switchover aborted"),
+                );
+                plan.steps.push(Step::Undrain { epoch: e });
+                abort(plan, "target stopped streaming before demotion");
+                return;
+            }
+            plan.steps.push(Step::Drain { epoch: e });
+            plan.steps.push(Step::Demote {
+                epoch: e,
+                target: target.to_owned(),
+            });
+        }
+        (DbRole::Standby, Some(lsn)) if holds => {
+            plan.steps.push(Step::WaitReplayed { lsn });
+            plan.steps.push(Step::ReleaseLease { epoch: e });
+        }
+        (DbRole::Standby, _) if holds => {
+            // Demoted but the LSN was not recorded (crash inside Demote): demote again, which
+            // is idempotent and yields the end of the replayed WAL.
+            plan.steps.push(Step::Demote {
+                epoch: e,
+                target: target.to_owned(),
+            });
+        }
+        _ => {
+            plan.steps.push(Step::FinishOperation);
+        }
+    }
+}
+
+fn promote_steps(o: &Observed, epoch: u64, peer: &str, plan: &mut Plan) {
+    let me = o.region.clone();
+    let done = |id: &str| o.completed.iter().any(|c| c == id);
+    let planned = o
+        .spec
+        .switchover
+        .as_ref()
+        .filter(|s| s.target == me && !done(&s.id))
+        .map(|s| s.id.clone());
+    let failback = o
+        .spec
+        .failback
+        .as_ref()
+        .filter(|f| f.approved && o.spec.primary == me && !done(&f.id))
+        .map(|f| f.id.clone());
+    let (kind, id, reason) = match (planned, failback) {
+        (Some(id), _) => (OpKind::Switchover, id, "operator-requested"),
+        (None, Some(id)) => (OpKind::Failback, id, "failback"),
+        (None, None) => (OpKind::Failover, format!("failover-{epoch}"), "lease-loss"),
+    };
+    if o.operation.is_none() {
+        plan.start = Some(op(kind, id, epoch, Some(me.clone())));
+    }
+    plan.steps.push(Step::Promote { epoch });
+    if kind == OpKind::Failover {
+        match o.spec.durability {
+            Durability::Default => {
+                plan.steps.push(Step::SuspendSync { epoch });
+                cond(
+                    plan,
+                    ConditionKind::DurabilityDegraded,
+                    "no synchronous standby after failover; sync suspended".to_owned(),
+                );
+            }
+            Durability::Strict => cond(
+                plan,
+                ConditionKind::WritesBlockedAwaitingSyncStandby,
+                "strict durability: writes wait for a synchronous standby".to_owned(),
+            ),
+        }
+    }
+    plan.steps.push(Step::Unfence { epoch });
+    plan.steps.push(Step::Undrain { epoch });
+    plan.steps.push(Step::FlipDns {
+        primary: me.clone(),
+        epoch,
+    });
+    let (t, msg) = match kind {
+        OpKind::Failback => (AuditType::FailbackCompleted, "failback completed"),
+        _ => (AuditType::Switchover, "promoted"),
+    };
+    let mut e = audit(o, t, reason, &format!("{peer} → {me} {msg}"));
+    e.from_primary = peer.to_owned();
+    e.to_primary = me;
+    e.epoch = Some(epoch);
+    e.step = "promote".to_owned();
+    e.lag_seconds = o.replication.lag_seconds;
+    plan.steps.push(Step::Audit(Box::new(e)));
+    plan.steps.push(Step::FinishOperation);
+}
+
+fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Plan) {
+    let l = o.local;
+    // Resume a promotion that crashed after `Promote`: the remaining steps are idempotent.
+    if let Some(opn) = &o.operation
+        && matches!(
+            opn.kind,
+            OpKind::Switchover | OpKind::Failback | OpKind::Failover
+        )
+        && opn.target.as_deref() == Some(o.region.as_str())
+    {
+        promote_steps(o, epoch, peer, plan);
+        plan.steps.retain(|s| !matches!(s, Step::Promote { .. }));
+        return;
+    }
+    if l.read_only {
+        if held_down(o, now) {
+            cond(
+                plan,
+                ConditionKind::HoldDown,
+                "un-fence held down".to_owned(),
+            );
+            return;
+        }
+        plan.steps.push(Step::Unfence { epoch });
+    }
+    if l.drained {
+        plan.steps.push(Step::Undrain { epoch });
+    }
+    if l.read_only || l.drained {
+        return;
+    }
+    // Durability.
+    let streaming = o.replication.streaming && !o.replication.needs_rebuild;
+    match (o.spec.durability, l.sync_suspended, streaming) {
+        (_, true, true) => {
+            plan.steps.push(Step::RestoreSync { epoch });
+            let mut e = audit(
+                o,
+                AuditType::RejoinRepair,
+                "sync-restored",
+                "peer streams again",
+            );
+            e.epoch = Some(epoch);
+            plan.steps.push(Step::Audit(Box::new(e)));
+        }
+        (Durability::Default, true, false) => cond(
+            plan,
+            ConditionKind::DurabilityDegraded,
+            "synchronous replication suspended".to_owned(),
+        ),
+        (Durability::Default, false, false) => {
+            plan.steps.push(Step::SuspendSync { epoch });
+            cond(
+                plan,
+                ConditionKind::DurabilityDegraded,
+                "no synchronous standby; sync suspended".to_owned(),
+            );
+        }
+        (Durability::Strict, _, false) => cond(
+            plan,
+            ConditionKind::WritesBlockedAwaitingSyncStandby,
+            "strict durability: writes wait for a synchronous standby".to_owned(),
+        ),
+        _ => {}
+    }
+    // Switchover / failback requests.
+    let me = o.region.as_str();
+    let done = |id: &str| o.completed.iter().any(|c| c == id);
+    let request = if let Some(s) = o.spec.switchover.as_ref().filter(|s| !done(&s.id)) {
+        (s.target != me).then(|| (OpKind::Switchover, s.id.clone(), s.target.clone()))
+    } else if let Some(f) = o.spec.failback.as_ref().filter(|f| !done(&f.id)) {
+        if me == o.spec.primary {
+            None
+        } else if !f.approved {
+            cond(
+                plan,
+                ConditionKind::FailbackAwaitingApproval,
+                format!("failback to {} awaits approval", o.spec.primary),
+            );
+            None
+        } else {
+            Some((OpKind::Failback, f.id.clone(), o.spec.primary.clone()))
+        }
+    } else {
+        None
+    };
+    let Some((kind, id, target)) = request else {
+        return;
+    };
+    let blocked = if target != peer {
+        Some(format!("target {target:?} is not the peer region"))
+    } else if !o.replication.streaming || o.replication.needs_rebuild {
+        Some(format!("{target} is not streaming (rebuild it first)"))
+    } else if !within_rpo(o) {
+        Some(format!("{target} lags beyond the RPO bound"))
+    } else if held_down(o, now) {
+        Some("hold-down".to_owned())
+    } else {
+        None
+    };
+    if let Some(why) = blocked {
+        cond(plan, ConditionKind::SwitchoverBlocked, why);
+        return;
+    }
+    plan.start = Some(op(kind, id, epoch, Some(target.clone())));
+    let mut e = audit(
+        o,
+        AuditType::CnpgPromotable,
+        "promotable",
+        "switchover starting",
+    );
+    e.from_primary = me.to_owned();
+    e.to_primary = target.clone();
+    e.epoch = Some(epoch);
+    e.lag_seconds = o.replication.lag_seconds;
+    plan.steps.push(Step::Audit(Box::new(e)));
+    plan.steps.push(Step::Drain { epoch });
+    plan.steps.push(Step::Demote { epoch, target });
+}
+
+fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, plan: &mut Plan) {
+    let me = o.region.as_str();
+    let peer_epoch = o.lease.as_ref().map_or(0, |l| l.state.epoch);
+    // Rebuild: a diverged database, or an old primary (fenced) while the peer holds the lease.
+    let diverged = o.replication.needs_rebuild || o.local.db == DbRole::Primary;
+    if diverged && peer_holds {
+        cond(
+            plan,
+            ConditionKind::NeedsRebuild,
+            format!("rejoin {peer} as a standby (rewind / re-clone)"),
+        );
+        // Any stale operation of ours is moot: the peer holds the lease.
+        if !held_down(o, now) {
+            plan.start = Some(op(
+                OpKind::Rebuild,
+                format!("rebuild-{peer_epoch}"),
+                peer_epoch,
+                None,
+            ));
+            plan.steps.push(Step::Rebuild {
+                source: peer.to_owned(),
+                epoch: peer_epoch,
+            });
+            let mut e = audit(
+                o,
+                AuditType::RejoinRepair,
+                "rejoin-divergence",
+                "rebuilding as standby",
+            );
+            e.to_primary = peer.to_owned();
+            e.epoch = Some(peer_epoch);
+            plan.steps.push(Step::Audit(Box::new(e)));
+            plan.steps.push(Step::FinishOperation);
+        }
+        return;
+    }
+    if let Some(opn) = &o.operation
+        && opn.kind == OpKind::Rebuild
+        && !o.replication.needs_rebuild
+    {
+        plan.steps.push(Step::FinishOperation);
+    }
+    let free = o.lease.as_ref().is_some_and(|l| l.remaining_ms(now) == 0);
+    if !free || o.local.db == DbRole::Down {
+        return;
+    }
+    if o.replication.needs_rebuild {
+        cond(
+            plan,
+            ConditionKind::NeedsRebuild,
+            "diverged; cannot take over".to_owned(),
+        );
+        return;
+    }
+    // A fenced old primary re-takes a free lease: it has the newest data.
+    if o.local.db == DbRole::Primary {
+        plan.steps.push(Step::AcquireLease);
+        return;
+    }
+    // Planned switchover / approved failback targeting this standby, once the source has
+    // RELEASED the lease (holder cleared). The source released only after this region replayed
+    // its demotion LSN, so no replication gate here (the WAL receiver lost its primary with the
+    // demotion). An EXPIRED lease (holder still named) goes through the failover gates below.
+    let released = o.lease.as_ref().is_some_and(|l| l.state.holder.is_empty());
+    let targeted = o.spec.switchover.as_ref().is_some_and(|s| s.target == me)
+        || o.spec
+            .failback
+            .as_ref()
+            .is_some_and(|f| f.approved && o.spec.primary == me);
+    if targeted && released {
+        plan.steps.push(Step::AcquireLease);
+        return;
+    }
+    // Automatic failover.
+    if !peer_down(o, now) {
+        return;
+    }
+    if !o.spec.auto_failover {
+        cond(
+            plan,
+            ConditionKind::AutoFailoverDisabled,
+            format!("{peer} is down but autoFailover is off"),
+        );
+        return;
+    }
+    if !within_rpo(o) {
+        cond(
+            plan,
+            ConditionKind::ReplicationLagAboveRpo,
+            format!(
+                "lag {} B / {} s exceeds the RPO bound; not promoting",
+                o.replication.lag_bytes, o.replication.lag_seconds
+            ),
+        );
+        return;
+    }
+    if held_down(o, now) {
+        cond(
+            plan,
+            ConditionKind::HoldDown,
+            "failover held down".to_owned(),
+        );
+        return;
+    }
+    plan.steps.push(Step::AcquireLease);
+}
+
+/// A sample observed state: region `a` is the primary holding epoch 1, last renewed at 0.
+pub fn sample() -> Observed {
+    use contract::{LeaseState, Millis};
+    let timing = Timing::standard();
+    Observed {
+        region: "a".into(),
+        spec: Spec {
+            name: "ns/dr-app".into(),
+            application: "ns/app".into(),
+            regions: vec!["a".into(), "b".into()],
+            primary: "a".into(),
+            auto_failover: true,
+            timing,
+            rpo: RpoBound {
+                max_lag_bytes: 16 << 20,
+                max_lag_seconds: 5,
+            },
+            durability: Durability::Default,
+            switchover: None,
+            failback: None,
+        },
+        local: Local {
+            db: DbRole::Primary,
+            read_only: false,
+            drained: false,
+            sync_suspended: false,
+        },
+        lease: Some(LeaseObs {
+            state: LeaseState {
+                holder: "a".into(),
+                acquired_at: Some(Millis(1_000)),
+                expires_at: Some(Millis(1_000 + timing.ttl_ms)),
+                generation: 1,
+                epoch: 1,
+            },
+            witness_now: Millis(1_000),
+            received_at: Mono(0),
+        }),
+        renewed: Some(Renewed {
+            sent_at: Mono(0),
+            epoch: 1,
+        }),
+        replication: Replication {
+            streaming: true,
+            sync: true,
+            lag_bytes: 0,
+            lag_seconds: 0,
+            needs_rebuild: false,
+        },
+        probes: vec![],
+        operation: None,
+        completed: Vec::new(),
+        last_change: None,
+    }
+}
