@@ -24,7 +24,11 @@ use tokio::time::Instant;
 
 /// Load generator for flow-server (loopback only).
 #[derive(Debug, Parser)]
-#[command(name = "flow-loadgen", version, about)]
+#[command(
+    name = "flow-loadgen",
+    version,
+    about = "Load generator for flow-server (loopback only): ingest rate, SSE delivery rate and latency, server RSS, lost/duplicated counts"
+)]
 struct Args {
     /// Server address (must be a loopback address).
     #[arg(long, default_value = "127.0.0.1:8080")]
