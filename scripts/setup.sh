@@ -47,6 +47,15 @@ if [ ! -x "$here/tools/node/node_modules/.bin/miniflare" ] && \
 else
   log "npm tools present"
 fi
+# Helm's own engine for chart tests (helm-python-sdk wraps Helm v4's Go SDK; no helm binary).
+if ! python3 -c 'import helm_python, yaml' >/dev/null 2>&1; then
+  log "pip install helm-python-sdk pyyaml"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    helm-python-sdk==0.2.2 pyyaml
+else
+  log "helm-python-sdk present"
+fi
+
 # wasm-bindgen CLI, exactly the version of the wasm-bindgen crate in Cargo.lock (the Worker's glue
 # must match it). cargo install from crates.io; ~4 min once, then cached in ~/.cache/openova-tools.
 if [ "${SETUP_SKIP_WASM:-0}" != 1 ]; then

@@ -1,0 +1,159 @@
+"""Renders every chart with Helm's own engine (helm-python-sdk wraps Helm v4's Go SDK) and checks
+what an operator relies on: off by default (0 resources), a clear render failure on a missing image
+tag or missing required config, the exact set of resources when on, least-privilege pod settings,
+and a clean `helm lint`. Run: python3 charts/tests/test_charts.py (scripts/test.sh does).
+"""
+
+import collections
+import os
+import sys
+import unittest
+
+import yaml
+
+# helm_python's package dir has a logging.py that shadows the stdlib: never run from inside it.
+import helm_python as helm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def chart(name):
+    return helm.Chart.load(os.path.join(ROOT, name))
+
+
+def ci_values(name, file):
+    with open(os.path.join(ROOT, name, "ci", file)) as f:
+        return yaml.safe_load(f)
+
+
+def render(name, values):
+    out = chart(name).render(values, name="r", namespace="catalyst-system")
+    return [d for manifest in out.values() for d in yaml.safe_load_all(manifest) if d]
+
+
+def kinds(docs):
+    return collections.Counter(d["kind"] for d in docs)
+
+
+def pod_spec(docs):
+    (w,) = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+    return w["spec"]["template"]["spec"]
+
+
+class Common:
+    """Checks every service chart must pass. Subclasses set NAME, KEY, ON (ci file), KINDS."""
+
+    NAME = KEY = ON = None
+    KINDS = {}
+
+    def test_off_by_default_renders_nothing(self):
+        self.assertEqual(render(self.NAME, {}), [])
+
+    def test_on_without_tag_fails_with_a_clear_message(self):
+        values = ci_values(self.NAME, self.ON)
+        values[self.KEY]["image"]["tag"] = ""
+        with self.assertRaises(helm.HelmRenderError) as e:
+            render(self.NAME, values)
+        self.assertIn(f"{self.KEY}.image.tag is required", str(e.exception))
+
+    def test_on_renders_exactly_the_documented_resources(self):
+        self.assertEqual(kinds(render(self.NAME, ci_values(self.NAME, self.ON))), collections.Counter(self.KINDS))
+
+    def test_pods_run_as_nobody_read_only_without_capabilities(self):
+        spec = pod_spec(render(self.NAME, ci_values(self.NAME, self.ON)))
+        self.assertEqual(spec["securityContext"]["runAsUser"], 65534)
+        self.assertTrue(spec["securityContext"]["runAsNonRoot"])
+        self.assertFalse(spec["automountServiceAccountToken"])
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            self.assertTrue(sc["readOnlyRootFilesystem"])
+            self.assertFalse(sc["allowPrivilegeEscalation"])
+            self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+            self.assertIn("livenessProbe", c)
+            self.assertIn("readinessProbe", c)
+            self.assertIn("limits", c["resources"])
+            self.assertNotIn(":latest", c["image"])
+
+    def test_lint_is_clean_for_every_ci_value_set(self):
+        for f in sorted(os.listdir(os.path.join(ROOT, self.NAME, "ci"))):
+            res = helm.lint(os.path.join(ROOT, self.NAME), ci_values(self.NAME, f))
+            self.assertEqual(res["errors"], [], f)
+            bad = [m for m in res["messages"] if m["severity"] > 1]
+            self.assertEqual(bad, [], f)
+
+    def test_mirror_prefix_replaces_the_registry(self):
+        values = ci_values(self.NAME, self.ON)
+        values["global"] = {"imageRegistry": "registry.example.org/"}
+        (c,) = pod_spec(render(self.NAME, values))["containers"]
+        self.assertTrue(c["image"].startswith("registry.example.org/openova-io/"), c["image"])
+        self.assertTrue(c["image"].endswith(":0123abc"), c["image"])
+
+
+class FlowServer(Common, unittest.TestCase):
+    NAME, KEY, ON = "flow-server", "flowServer", "on.yaml"
+    KINDS = {"ServiceAccount": 1, "Deployment": 1, "Service": 1, "NetworkPolicy": 1}
+
+    def test_httproute_adds_one_route_and_requires_an_ingest_token(self):
+        values = ci_values(self.NAME, "httproute.yaml")
+        docs = render(self.NAME, values)
+        self.assertEqual(kinds(docs)["HTTPRoute"], 1)
+        (route,) = [d for d in docs if d["kind"] == "HTTPRoute"]
+        self.assertEqual(route["spec"]["hostnames"], ["openova-flow.omantel.openova.io"])
+        self.assertEqual(route["spec"]["parentRefs"][0]["name"], "cilium-gateway")
+        values["flowServer"]["auth"]["ingestTokensSecret"] = ""
+        with self.assertRaises(helm.HelmRenderError) as e:
+            render(self.NAME, values)
+        self.assertIn("ingestTokensSecret is required", str(e.exception))
+        values = ci_values(self.NAME, "httproute.yaml")
+        values["flowServer"]["httproute"]["hostname"] = ""
+        with self.assertRaises(helm.HelmRenderError) as e:
+            render(self.NAME, values)
+        self.assertIn("httproute.hostname is required", str(e.exception))
+
+    def test_tokens_come_from_secrets_and_env_matches_the_binary(self):
+        docs = render(self.NAME, ci_values(self.NAME, "httproute.yaml"))
+        (c,) = pod_spec(docs)["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        self.assertEqual(env["FLOW_SERVER_INGEST_TOKENS"]["valueFrom"]["secretKeyRef"]["name"], "flow-server-ingest")
+        self.assertEqual(env["FLOW_SERVER_READ_TOKENS"]["valueFrom"]["secretKeyRef"]["name"], "flow-server-read")
+        self.assertEqual(env["FLOW_SERVER_LISTEN_ADDR"]["value"], "0.0.0.0:8080")
+
+    def test_several_replicas_need_the_jetstream_backend(self):
+        docs = render(self.NAME, ci_values(self.NAME, "jetstream.yaml"))
+        (c,) = pod_spec(docs)["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        self.assertEqual(env["FLOW_SERVER_BACKEND"], "jetstream")
+        self.assertEqual(env["FLOW_SERVER_NATS_URL"], "nats://nats.openova-system:4222")
+        values = ci_values(self.NAME, "jetstream.yaml")
+        values["flowServer"]["backend"] = "memory"
+        with self.assertRaises(helm.HelmRenderError):
+            render(self.NAME, values)
+        values = ci_values(self.NAME, "jetstream.yaml")
+        values["flowServer"]["nats"]["url"] = ""
+        with self.assertRaises(helm.HelmRenderError):
+            render(self.NAME, values)
+
+
+class WitnessServer(Common, unittest.TestCase):
+    NAME, KEY, ON = "witness-server", "witnessServer", "on.yaml"
+    KINDS = {"ServiceAccount": 1, "StatefulSet": 1, "Service": 1, "NetworkPolicy": 1}
+
+    def test_exactly_one_replica_with_persistent_state_and_tokens_from_a_secret(self):
+        docs = render(self.NAME, ci_values(self.NAME, "on.yaml"))
+        (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+        self.assertEqual(sts["spec"]["replicas"], 1)
+        self.assertEqual(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "state")
+        vols = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["tokens"]["secret"]["secretName"], "witness-tokens")
+        values = ci_values(self.NAME, "on.yaml")
+        values["witnessServer"]["tokensSecret"] = ""
+        with self.assertRaises(helm.HelmRenderError) as e:
+            render(self.NAME, values)
+        self.assertIn("tokensSecret is required", str(e.exception))
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=1).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"charts: {result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
