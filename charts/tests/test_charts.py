@@ -152,6 +152,62 @@ class WitnessServer(Common, unittest.TestCase):
         self.assertIn("tokensSecret is required", str(e.exception))
 
 
+KIT = os.path.join(os.path.dirname(ROOT), "bootstrap-kit")
+
+
+def flux_substitute(text, env):
+    """Flux postBuild.substitute for the forms the kit uses: ${VAR}, ${VAR:-default}, ${VAR:=default}."""
+    import re
+
+    def one(m):
+        name, op, default = m.group(1), m.group(2), m.group(3) or ""
+        if name in env and env[name] != "":
+            return env[name]
+        return default if op else ""
+
+    return re.sub(r"\$\{([A-Z0-9_]+)(?:(:[-=])([^}]*))?\}", one, text)
+
+
+class BootstrapKit(unittest.TestCase):
+    def helm_release(self, slot_file, env):
+        with open(os.path.join(KIT, slot_file)) as f:
+            docs = list(yaml.safe_load_all(flux_substitute(f.read(), env)))
+        (hr,) = [d for d in docs if d["kind"] == "HelmRelease"]
+        return hr
+
+    def test_kustomize_builds_the_kit(self):
+        import subprocess
+
+        out = subprocess.run(["kubectl", "kustomize", KIT], check=True, capture_output=True, text=True).stdout
+        kinds_ = collections.Counter(d["kind"] for d in yaml.safe_load_all(out) if d)
+        self.assertEqual(kinds_, collections.Counter({"HelmRepository": 1, "HelmRelease": 1}))
+
+    def test_flow_server_slot_is_off_unless_enabled(self):
+        hr = self.helm_release("56-bp-flow-server.yaml", {})
+        self.assertEqual(hr["metadata"]["labels"]["catalyst.openova.io/slot"], "56")
+        self.assertEqual([d["name"] for d in hr["spec"]["dependsOn"]], ["bp-cilium", "bp-cert-manager"])
+        self.assertEqual(render("flow-server", hr["spec"]["values"]), [])
+        hr = self.helm_release(
+            "56-bp-flow-server.yaml",
+            {"FLOW_SERVER_ENABLED": "true", "FLOW_SERVER_IMAGE_TAG": "0123abc", "FLOW_SERVER_HTTPROUTE_ENABLED": "true", "SOVEREIGN_FQDN": "omantel.openova.io"},
+        )
+        docs = render("flow-server", hr["spec"]["values"])
+        self.assertEqual(kinds(docs)["HTTPRoute"], 1)
+        self.assertEqual(len(docs), 5)
+
+    def test_enabled_slot_without_an_image_tag_fails_at_render(self):
+        hr = self.helm_release("56-bp-flow-server.yaml", {"FLOW_SERVER_ENABLED": "true"})
+        with self.assertRaises(helm.HelmRenderError):
+            render("flow-server", hr["spec"]["values"])
+
+    def test_slot_pins_match_the_chart_versions(self):
+        for slot in sorted(f for f in os.listdir(KIT) if f[:2].isdigit()):
+            hr = self.helm_release(slot, {})
+            spec = hr["spec"]["chart"]["spec"]
+            with open(os.path.join(ROOT, spec["chart"], "Chart.yaml")) as f:
+                self.assertEqual(spec["version"], yaml.safe_load(f)["version"], slot)
+
+
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=1).result
     failed = len(result.failures) + len(result.errors)
