@@ -11,6 +11,7 @@ scripts/build-witness.sh
 if [ "$#" -eq 0 ]; then
   # Charts rendered by Helm's engine (fast; prints "charts: N passed, N failed").
   python3 charts/tests/test_charts.py
+  python3 charts/tests/test_audits.py
   set -- --workspace
 fi
 exec cargo test "$@"
