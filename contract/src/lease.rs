@@ -54,6 +54,45 @@ pub struct LeaseState {
     /// Fencing token: strictly increases with every new grant, never reused.
     #[serde(default)]
     pub epoch: u64,
+    /// What the holder last reported with its acquire/renew (durability mode, flushed WAL
+    /// position). Kept by the witness so that a standby learns the primary's durability from a
+    /// third party after the primary is gone; cleared when the holder changes or releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<HolderReport>,
+}
+
+/// A holder's report, sent with acquire/renew.
+///
+/// Safety use (continuum-controller): a primary renews with `synchronous: false` BEFORE it
+/// suspends synchronous replication, so a standby that finds `synchronous: true` in the lease
+/// knows every commit acknowledged under that epoch was on it, and one that finds `false`
+/// applies the RPO bound against `flushedLsn` instead of trusting its own stale view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HolderReport {
+    /// Whether commits currently wait for a synchronous standby.
+    pub synchronous: bool,
+    /// The holder's flushed WAL position when it reported (PostgreSQL `pg_lsn` text, `X/Y`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flushed_lsn: Option<String>,
+}
+
+impl HolderReport {
+    /// Checks the shape: `flushedLsn`, when present, is `X/Y` with 1..=8 hex digits each.
+    pub fn validate(&self) -> Result<(), LeaseRequestError> {
+        let ok = self.flushed_lsn.as_deref().is_none_or(|l| {
+            l.split_once('/').is_some_and(|(a, b)| {
+                [a, b]
+                    .iter()
+                    .all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_hexdigit()))
+            })
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(LeaseRequestError::InvalidReport)
+        }
+    }
 }
 
 impl LeaseState {
@@ -120,6 +159,10 @@ pub struct LeaseRequest {
     /// Idempotency key; a replay gets the first answer again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The holder's report (acquire/renew); `None` keeps the previous one while the holder and
+    /// epoch stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<HolderReport>,
 }
 
 impl LeaseRequest {
@@ -145,7 +188,14 @@ impl LeaseRequest {
             ttl_ms,
             if_match: None,
             request_id: None,
+            report: None,
         }
+    }
+
+    /// With a holder report.
+    pub fn report(mut self, report: HolderReport) -> LeaseRequest {
+        self.report = Some(report);
+        self
     }
 
     /// With an `If-Match` generation.
@@ -203,6 +253,9 @@ pub enum LeaseRequestError {
     /// The request id was already used by this holder for another operation.
     #[error("request id {0:?} was already used for a different operation")]
     RequestIdReused(String),
+    /// The holder report is malformed (`flushedLsn` not `X/Y` hex).
+    #[error("report.flushedLsn must be a pg_lsn like 0/3000148")]
+    InvalidReport,
 }
 
 impl LeaseRequestError {
@@ -212,6 +265,7 @@ impl LeaseRequestError {
             LeaseRequestError::InvalidHolder => "invalid_holder",
             LeaseRequestError::InvalidTtl(_) => "invalid_ttl",
             LeaseRequestError::RequestIdReused(_) => "request_id_reused",
+            LeaseRequestError::InvalidReport => "invalid_report",
         }
     }
 }
@@ -280,6 +334,9 @@ pub fn apply(
     }
     if req.op != LeaseOp::Release && !(1..=MAX_TTL_MS).contains(&req.ttl_ms) {
         return Err(LeaseRequestError::InvalidTtl(req.ttl_ms));
+    }
+    if let Some(r) = &req.report {
+        r.validate()?;
     }
     if let Some(id) = &req.request_id
         && let Some(prev) = record
@@ -362,6 +419,7 @@ fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome
         ),
         generation: cur.generation.saturating_add(1),
         epoch: cur.epoch,
+        report: req.report.clone().or_else(|| cur.report.clone()),
     };
     match req.op {
         LeaseOp::Acquire if !free && mine => Ok(extended()),
@@ -372,6 +430,8 @@ fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome
             expires_at: Some(now.plus(req.ttl_ms)),
             generation: cur.generation.saturating_add(1),
             epoch: cur.epoch.max(record.epoch_floor).saturating_add(1),
+            // A new grant never inherits the previous holder's report.
+            report: req.report.clone(),
         }),
         LeaseOp::Renew if !mine => Err(conflict(ConflictReason::NotHolder)),
         LeaseOp::Renew if free => Err(conflict(ConflictReason::Expired)),
@@ -384,6 +444,7 @@ fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome
             expires_at: None,
             generation: cur.generation.saturating_add(1),
             epoch: cur.epoch,
+            report: None,
         }),
     }
 }

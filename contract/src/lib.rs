@@ -32,6 +32,7 @@ pub use flow::{
     RelationshipType, Triggerer, When,
 };
 pub use lease::{
-    LeaseConflict, LeaseOp, LeaseRecord, LeaseRequest, LeaseRequestError, LeaseState, apply,
+    HolderReport, LeaseConflict, LeaseOp, LeaseRecord, LeaseRequest, LeaseRequestError, LeaseState,
+    apply,
 };
 pub use time::Millis;

@@ -306,6 +306,18 @@ pub fn parse(inc: &Incoming, tokens: &Tokens) -> Result<Route, ApiResponse> {
                 .ttl_ms()
                 .map_err(|e| ApiResponse::error(400, e.code(), e.to_string()))?;
             let generation = if_match(inc)?;
+            let report = match obj.get("report") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(r) => {
+                    let r: contract::HolderReport =
+                        serde_json::from_value(r.clone()).map_err(|e| {
+                            ApiResponse::error(400, "invalid_report", format!("report: {e}"))
+                        })?;
+                    r.validate()
+                        .map_err(|e| ApiResponse::error(400, e.code(), e.to_string()))?;
+                    Some(r)
+                }
+            };
             if !grant.may_act_as(holder) {
                 return Err(forbid(holder));
             }
@@ -317,6 +329,7 @@ pub fn parse(inc: &Incoming, tokens: &Tokens) -> Result<Route, ApiResponse> {
                     ttl_ms,
                     if_match: Some(generation),
                     request_id: request_id(inc)?,
+                    report,
                 },
             })
         }

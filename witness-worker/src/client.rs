@@ -7,7 +7,7 @@
 //! witness is unavailable (keep serving only until the renew deadline).
 
 use contract::lease::{ConflictReason, LeaseView};
-use contract::{LeaseState, Millis};
+use contract::{HolderReport, LeaseState, Millis};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use std::time::Duration;
@@ -188,13 +188,18 @@ impl WitnessClient {
         holder: &str,
         ttl: Duration,
         generation: u64,
+        report: Option<&HolderReport>,
     ) -> Result<(StatusCode, Answer), WitnessError> {
         let request_id = uuid::Uuid::new_v4().to_string();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "holder": holder,
             "ttlSeconds": ttl.as_secs_f64(),
             "op": op,
         });
+        if let Some(r) = report {
+            body["report"] = serde_json::to_value(r)
+                .map_err(|e| WitnessError::Invalid(format!("report: {e}")))?;
+        }
         let reply = self
             .send(
                 Method::PUT,
@@ -216,11 +221,21 @@ impl WitnessClient {
     /// Acquires the lease for `holder` (or extends it if `holder` already has it). Waits for
     /// nothing: a lease held by another holder is [`WitnessError::HeldByAnother`].
     pub async fn acquire(&self, holder: &str, ttl: Duration) -> Result<LeaseView, WitnessError> {
+        self.acquire_reporting(holder, ttl, None).await
+    }
+
+    /// [`WitnessClient::acquire`] with the holder's report (durability mode, flushed LSN).
+    pub async fn acquire_reporting(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        report: Option<&HolderReport>,
+    ) -> Result<LeaseView, WitnessError> {
         const ROUNDS: u32 = 4;
         for _ in 0..ROUNDS {
             let cur = self.read().await?;
             let (status, ans) = self
-                .put("acquire", holder, ttl, cur.state.generation)
+                .put("acquire", holder, ttl, cur.state.generation, report)
                 .await?;
             match (status, ans.conflict) {
                 (StatusCode::OK, _) => return Ok(ans.view),
@@ -240,9 +255,21 @@ impl WitnessClient {
         ttl: Duration,
         generation: u64,
     ) -> Result<LeaseView, WitnessError> {
+        self.renew_reporting(holder, ttl, generation, None).await
+    }
+
+    /// [`WitnessClient::renew`] with the holder's report. A primary renews with
+    /// `synchronous: false` and waits for success BEFORE it suspends synchronous replication.
+    pub async fn renew_reporting(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        generation: u64,
+        report: Option<&HolderReport>,
+    ) -> Result<LeaseView, WitnessError> {
         let mut generation = generation;
         for _ in 0..2 {
-            let (status, ans) = self.put("renew", holder, ttl, generation).await?;
+            let (status, ans) = self.put("renew", holder, ttl, generation, report).await?;
             match (status, ans.conflict) {
                 (StatusCode::OK, _) => return Ok(ans.view),
                 (_, Some(ConflictReason::GenerationMismatch))

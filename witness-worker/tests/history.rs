@@ -249,6 +249,7 @@ fn the_checker_catches_a_double_grant() {
         expires_at: Some(contract::Millis(exp)),
         generation: g,
         epoch: e,
+        report: None,
     };
     let ok = [
         st("a", 1, 1, 0, 100),

@@ -27,6 +27,7 @@ fn held(holder: &str, epoch: u64, exp: i64) -> LeaseState {
         expires_at: Some(Millis(exp)),
         generation: epoch * 10,
         epoch,
+        report: None,
     }
 }
 

@@ -320,6 +320,22 @@ async fn http_extras(base: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    // The holder's report is kept by the witness and returned to every reader.
+    let body = serde_json::json!({"holder": "region-a", "ttlSeconds": 60, "op": "acquire",
+        "report": {"synchronous": false, "flushedLsn": "0/3000148"}});
+    let r = put("report", "tok-a", 0, None, body).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = http
+        .get(url("report"))
+        .bearer_auth("tok-b")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["report"]["synchronous"], false);
+    assert_eq!(v["report"]["flushedLsn"], "0/3000148");
     // A slot name with "/" travels URL-encoded, as upstream's client sends it.
     let r = put("app%2Fdb", "tok-a", 0, None, acquire("region-a"))
         .await

@@ -610,6 +610,7 @@ pub fn sample() -> Observed {
                 expires_at: Some(Millis(1_000 + timing.ttl_ms)),
                 generation: 1,
                 epoch: 1,
+                report: None,
             },
             witness_now: Millis(1_000),
             received_at: Mono(0),

@@ -24,6 +24,7 @@ fn lease(holder: &str, epoch: u64, remaining_ms: i64, received_at: i64) -> Lease
             expires_at: Some(Millis(100_000 + remaining_ms)),
             generation: epoch,
             epoch,
+            report: None,
         },
         witness_now: Millis(100_000),
         received_at: Mono(received_at),

@@ -363,6 +363,7 @@ fn wire_state_is_upstream_shaped_with_epoch() {
         expires_at: Some(Millis(1_778_493_630_000)),
         generation: 3,
         epoch: 2,
+        report: None,
     };
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(
@@ -403,4 +404,49 @@ fn raised_epoch_floor_is_honoured_and_never_lowered() {
     assert_eq!(rec.state.epoch, 1, "the current grant is untouched");
     let (_, out) = run(&rec, LeaseRequest::acquire("b", TTL), t(TTL));
     assert_eq!(out.unwrap().epoch, 10);
+}
+
+fn report(sync: bool, lsn: &str) -> HolderReport {
+    HolderReport {
+        synchronous: sync,
+        flushed_lsn: Some(lsn.into()),
+    }
+}
+
+#[test]
+fn holder_report_is_kept_across_renewals_and_dropped_on_handover() {
+    let rec = granted(
+        &LeaseRecord::default(),
+        LeaseRequest::acquire("a", TTL).report(report(true, "0/10")),
+        t(0),
+    );
+    assert_eq!(rec.state.report, Some(report(true, "0/10")));
+    // A renew without a report keeps the last one; with one, replaces it.
+    let rec = granted(&rec, LeaseRequest::renew("a", TTL), t(1));
+    assert_eq!(rec.state.report, Some(report(true, "0/10")));
+    let rec = granted(
+        &rec,
+        LeaseRequest::renew("a", TTL).report(report(false, "0/20")),
+        t(2),
+    );
+    assert_eq!(rec.state.report, Some(report(false, "0/20")));
+    // The next holder starts without the old holder's report.
+    let rec = granted(&rec, LeaseRequest::acquire("b", TTL), t(2 + TTL));
+    assert_eq!(rec.state.report, None);
+    let rec = granted(&rec, LeaseRequest::release("b"), t(3 + TTL));
+    assert_eq!(rec.state.report, None);
+}
+
+#[test]
+fn malformed_reports_are_rejected_without_change() {
+    for bad in ["", "0", "0/", "/1", "G/1", "0/123456789", "0/1/2"] {
+        let req = LeaseRequest::acquire("a", TTL).report(report(true, bad));
+        assert_eq!(
+            apply(&LeaseRecord::default(), &req, t(0)).unwrap_err(),
+            LeaseRequestError::InvalidReport,
+            "{bad:?}"
+        );
+    }
+    let ok = LeaseRequest::acquire("a", TTL).report(report(true, "16/B374D848"));
+    assert!(apply(&LeaseRecord::default(), &ok, t(0)).is_ok());
 }

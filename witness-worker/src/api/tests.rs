@@ -122,6 +122,17 @@ fn malformed_requests_get_upstream_codes() {
 }
 
 #[test]
+fn a_put_may_carry_the_holders_report() {
+    let body = r#"{"holder":"region-a","ttlSeconds":30,"op":"renew","report":{"synchronous":false,"flushedLsn":"0/3000148"}}"#;
+    let Route::Change { req, .. } = parse(&put(body), &tokens()).unwrap() else {
+        panic!()
+    };
+    let r = req.report.unwrap();
+    assert!(!r.synchronous);
+    assert_eq!(r.flushed_lsn.as_deref(), Some("0/3000148"));
+}
+
+#[test]
 fn delete_needs_if_match_and_an_allowed_holder() {
     let del = |holder: Option<&str>, tok: &str| Incoming {
         method: Some(Method::Delete),
