@@ -19,11 +19,15 @@
 //!   `TESTKIT_PG_BINDIR` overrides `/usr/lib/postgresql/15/bin`.
 //! - [`workerd`]: [`Workerd`], the real `workerd` runtime driven through Miniflare by a small Node
 //!   runner (`testkit/workerd/run.mjs`), serving a Worker bundle directory.
+//! - [`kube`]: [`KubeApi`], the in-memory API: an in-process HTTP server that kube-rs clients
+//!   (`Api`, `watcher`, `Controller`, `finalizer`, Lease election) talk to, loaded with real CRDs
+//!   (bundled in `testkit/crds/`), with fault injection. Not a cluster.
 //! - [`port`]: [`free_port`] and [`free_udp_tcp_port`], loopback ports outside the ephemeral range.
 //! - [`wait`]: [`eventually`] and [`assert_eventually!`], deadline-bounded polling instead of sleeps.
 //! - [`error`]: [`HarnessError`], the one error type of this crate.
 
 pub mod error;
+pub mod kube;
 pub mod nats;
 pub mod port;
 pub mod postgres;
@@ -33,6 +37,7 @@ pub mod wait;
 pub mod workerd;
 
 pub use error::{HarnessError, Result};
+pub use kube::{Crd, KubeApi};
 pub use nats::NatsServer;
 pub use port::{free_port, free_udp_tcp_port};
 pub use postgres::{Pg, PgPair};
