@@ -5,8 +5,9 @@
 //!   clock), with table-driven tests and a two-region property simulation against the real
 //!   lease transition ([`contract::apply`]).
 //! - [`ports`]: the async traits the executor calls (`Witness`, `Dns`, `Database`, `Routes`,
-//!   `Audit`, `StateStore`); adapters (witness client, PowerDNS, tokio-postgres, NATS) implement
-//!   them elsewhere.
+//!   `Audit`, `StateStore`).
+//! - [`adapters`]: the standalone/lab implementations of the ports: tokio-postgres, async-nats
+//!   JetStream, the witness client, `pdm-client` (PowerDNS) and the lab route front.
 //! - [`exec`]: runs a [`decide::Plan`] step by step through the ports, persisting the
 //!   operation before every external write, with a timeout and a named condition per step.
 //! - [`audit`]: upstream's 13 audit event types and JSON shape, plus epoch, durations, LSNs.
@@ -22,6 +23,7 @@
 //!     └── switchover: drain → demote → wait replayed LSN → release ◀──┴───┘
 //! ```
 
+pub mod adapters;
 pub mod audit;
 pub mod decide;
 pub mod exec;

@@ -1,0 +1,609 @@
+//! [`Database`] over tokio-postgres, for the standalone mode and the lab.
+//!
+//! - Readings ([`PgDatabase::observe`]): role (`pg_is_in_recovery`), `default_transaction_read_only`,
+//!   on a primary the peer's row of `pg_stat_replication` (sync state, flush/replay LSN, lag in
+//!   bytes and seconds), on a standby its receive/replay LSNs and whether `pg_stat_wal_receiver`
+//!   streams.
+//! - [`Database::fence`]: `ALTER SYSTEM SET default_transaction_read_only = on`, reload, wait until
+//!   a NEW session starts read-only, then terminate every other client backend (waiting for each
+//!   to exit), so no session that may hold a write transaction survives.
+//! - [`Database::promote`]: `pg_promote(wait => true)`; yields `pg_current_wal_lsn()`.
+//! - [`Database::set_sync`]: `synchronous_standby_names` = `FIRST 1 ("<peer>")` or `''`.
+//! - [`Database::demote`] and [`Database::rebuild`] restart the server, so they need a
+//!   [`NodeControl`] (data directory, binaries, OS user); without one they fail with
+//!   [`PlaneError::Failed`] naming the missing control. Demote = clean stop (the walsender ships
+//!   all WAL, shutdown checkpoint included, to the peer), `standby.signal`, `primary_conninfo` to
+//!   the peer, start; yields the end of the replayed WAL. Rebuild = `pg_rewind` from the peer
+//!   (which first recovers a crashed target), then the same follow configuration.
+//!
+//! Every call opens its own session (a restarted server is picked up without reconnect logic).
+//! Connection failures map to [`PlaneError::Unavailable`], server errors to
+//! [`PlaneError::Failed`]; epochs lower than the highest applied one are refused.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::EpochGuard;
+use crate::decide::{DbRole, Lsn};
+use crate::ports::{Database, PlaneError};
+
+/// How to restart the local server (demote, rebuild). Programs run as `run_as` through
+/// `runuser` when set (root running a server owned by `postgres`).
+#[derive(Debug, Clone)]
+pub struct NodeControl {
+    /// Directory of `pg_ctl`, `pg_rewind` (e.g. `/usr/lib/postgresql/15/bin`).
+    pub bindir: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The server log (`pg_ctl -l`).
+    pub log: PathBuf,
+    /// The port the server listens on (written to `postgresql.auto.conf` after a rewind, which
+    /// copies the source's configuration files).
+    pub port: u16,
+    /// OS user the server runs as, when different from the current one.
+    pub run_as: Option<String>,
+}
+
+/// Configuration of [`PgDatabase`].
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// libpq/tokio-postgres conninfo of the local server.
+    pub conninfo: String,
+    /// Conninfo of the peer region's server (peer replay LSN, demote/rebuild source).
+    pub peer_conninfo: Option<String>,
+    /// The peer's `application_name` as a standby of this server (`synchronous_standby_names`,
+    /// its `pg_stat_replication` row).
+    pub peer_name: String,
+    /// This server's `application_name` when it follows the peer.
+    pub local_name: String,
+    /// Restart control for demote/rebuild.
+    pub node: Option<NodeControl>,
+    /// How long fence/unfence wait for a reload to reach new sessions.
+    pub settle_timeout: Duration,
+}
+
+impl PgConfig {
+    /// A configuration without peer conninfo or node control.
+    pub fn new(conninfo: &str, local_name: &str, peer_name: &str) -> PgConfig {
+        PgConfig {
+            conninfo: conninfo.to_owned(),
+            peer_conninfo: None,
+            peer_name: peer_name.to_owned(),
+            local_name: local_name.to_owned(),
+            node: None,
+            settle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One reading of the local database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbObservation {
+    /// Primary or standby (never `Down`: an unreachable server is an error).
+    pub role: DbRole,
+    /// `default_transaction_read_only` is on.
+    pub read_only: bool,
+    /// Current `synchronous_standby_names`.
+    pub sync_names: String,
+    /// Primary: the peer's `sync_state` (`sync`, `async`, ...) when connected.
+    pub peer_sync_state: Option<String>,
+    /// Primary: WAL position written; standby: last received.
+    pub flush_lsn: Option<Lsn>,
+    /// Primary: the peer's replayed LSN; standby: its own.
+    pub replay_lsn: Option<Lsn>,
+    /// Bytes of WAL not replayed yet (primary: by the peer; standby: received, not replayed).
+    pub lag_bytes: u64,
+    /// Seconds of replay lag.
+    pub lag_seconds: u64,
+    /// WAL streams between the two (primary: the peer is connected; standby: the WAL receiver
+    /// is `streaming`).
+    pub streaming: bool,
+}
+
+/// The tokio-postgres [`Database`] adapter.
+#[derive(Debug)]
+pub struct PgDatabase {
+    cfg: PgConfig,
+    epoch: EpochGuard,
+}
+
+fn pg_err(context: &str) -> impl Fn(tokio_postgres::Error) -> PlaneError + '_ {
+    move |e| {
+        if e.as_db_error().is_some() {
+            PlaneError::Failed(format!("{context}: {e}"))
+        } else {
+            PlaneError::Unavailable(format!("{context}: {e}"))
+        }
+    }
+}
+
+/// Parses `X/Y` (hex halves) into an [`Lsn`].
+pub fn parse_lsn(text: &str) -> Option<Lsn> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    Some(Lsn((hi << 32) | lo))
+}
+
+/// A single-quoted SQL literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn to_u64(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        // Lag seconds: rounding up keeps a non-zero lag visible.
+        v.ceil() as u64
+    } else {
+        0
+    }
+}
+
+impl PgDatabase {
+    /// An adapter over `cfg`.
+    pub fn new(cfg: PgConfig) -> PgDatabase {
+        PgDatabase {
+            cfg,
+            epoch: EpochGuard::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgConfig {
+        &self.cfg
+    }
+
+    async fn connect_to(conninfo: &str) -> Result<Client, PlaneError> {
+        let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
+            .await
+            .map_err(|e| PlaneError::Unavailable(format!("connecting: {e}")))?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    async fn connect(&self) -> Result<Client, PlaneError> {
+        Self::connect_to(&self.cfg.conninfo).await
+    }
+
+    /// Reads role, read-only state, LSNs, lag and streaming state.
+    pub async fn observe(&self) -> Result<DbObservation, PlaneError> {
+        let c = self.connect().await?;
+        let row = c
+            .query_one(
+                "select pg_is_in_recovery(), \
+                 current_setting('default_transaction_read_only') = 'on', \
+                 current_setting('synchronous_standby_names')",
+                &[],
+            )
+            .await
+            .map_err(pg_err("reading role"))?;
+        let in_recovery: bool = row.get(0);
+        let read_only: bool = row.get(1);
+        let sync_names: String = row.get(2);
+        if in_recovery {
+            let r = c
+                .query_one(
+                    "select pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+                     coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), \
+                       pg_last_wal_replay_lsn()), 0)::bigint, \
+                     case when pg_last_wal_receive_lsn() is null \
+                       or pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() then 0 \
+                       else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0) \
+                     end::float8, \
+                     exists (select 1 from pg_stat_wal_receiver where status = 'streaming')",
+                    &[],
+                )
+                .await
+                .map_err(pg_err("reading standby replay"))?;
+            let recv: Option<String> = r.get(0);
+            let replay: Option<String> = r.get(1);
+            Ok(DbObservation {
+                role: DbRole::Standby,
+                read_only,
+                sync_names,
+                peer_sync_state: None,
+                flush_lsn: recv.as_deref().and_then(parse_lsn),
+                replay_lsn: replay.as_deref().and_then(parse_lsn),
+                lag_bytes: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                lag_seconds: to_u64(r.get(3)),
+                streaming: r.get(4),
+            })
+        } else {
+            let r = c
+                .query_opt(
+                    "select sync_state, flush_lsn::text, replay_lsn::text, \
+                     coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint, \
+                     coalesce(extract(epoch from replay_lag), 0)::float8, state = 'streaming' \
+                     from pg_stat_replication where application_name = $1 limit 1",
+                    &[&self.cfg.peer_name],
+                )
+                .await
+                .map_err(pg_err("reading pg_stat_replication"))?;
+            let mut obs = DbObservation {
+                role: DbRole::Primary,
+                read_only,
+                sync_names,
+                peer_sync_state: None,
+                flush_lsn: None,
+                replay_lsn: None,
+                lag_bytes: 0,
+                lag_seconds: 0,
+                streaming: false,
+            };
+            if let Some(r) = r {
+                obs.peer_sync_state = r.get(0);
+                obs.flush_lsn = r.get::<_, Option<String>>(1).as_deref().and_then(parse_lsn);
+                obs.replay_lsn = r.get::<_, Option<String>>(2).as_deref().and_then(parse_lsn);
+                obs.lag_bytes = u64::try_from(r.get::<_, i64>(3)).unwrap_or(0);
+                obs.lag_seconds = to_u64(r.get(4));
+                obs.streaming = r.get::<_, Option<bool>>(5).unwrap_or(false);
+            }
+            Ok(obs)
+        }
+    }
+
+    /// `ALTER SYSTEM` (which cannot run in a transaction block) then `pg_reload_conf()`.
+    async fn alter_system(&self, c: &Client, stmt: &str) -> Result<(), PlaneError> {
+        // A fenced server starts sessions read-only; ALTER SYSTEM itself is allowed, but make
+        // this session's intent explicit.
+        c.batch_execute("set default_transaction_read_only = off")
+            .await
+            .map_err(pg_err("set session read-write"))?;
+        c.batch_execute(stmt).await.map_err(pg_err(stmt))?;
+        c.query_one("select pg_reload_conf()", &[])
+            .await
+            .map_err(pg_err("pg_reload_conf"))?;
+        Ok(())
+    }
+
+    /// Waits until a NEW session sees `setting` = `want` (the postmaster processed the reload).
+    async fn settle(&self, setting: &str, want: &str) -> Result<(), PlaneError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.settle_timeout;
+        loop {
+            let c = self.connect().await?;
+            let row = c
+                .query_one("select current_setting($1)", &[&setting])
+                .await
+                .map_err(pg_err("reading setting"))?;
+            let got: String = row.get(0);
+            if got == want {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PlaneError::Failed(format!(
+                    "{setting} is {got:?} after reload, wanted {want:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Terminates every other client backend, waiting up to 5 s for each to exit. Returns how
+    /// many were signalled.
+    pub async fn terminate_clients(&self) -> Result<u64, PlaneError> {
+        let c = self.connect().await?;
+        let row = c
+            .query_one(
+                "select count(*) from (select pg_terminate_backend(pid, 5000) \
+                 from pg_stat_activity \
+                 where backend_type = 'client backend' and pid <> pg_backend_pid()) t",
+                &[],
+            )
+            .await
+            .map_err(pg_err("terminating client backends"))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    fn node(&self, what: &str) -> Result<&NodeControl, PlaneError> {
+        self.cfg.node.as_ref().ok_or_else(|| {
+            PlaneError::Failed(format!(
+                "{what} needs node control (data directory, pg_ctl); none configured"
+            ))
+        })
+    }
+
+    fn peer_conninfo(&self, what: &str) -> Result<&str, PlaneError> {
+        self.cfg.peer_conninfo.as_deref().ok_or_else(|| {
+            PlaneError::Failed(format!("{what} needs the peer's conninfo; none configured"))
+        })
+    }
+
+    /// `primary_conninfo` for following the peer.
+    fn follow_conninfo(&self, peer: &str) -> String {
+        format!("{peer} application_name={}", self.cfg.local_name)
+    }
+
+    async fn run(&self, node: &NodeControl, bin: &str, args: &[String]) -> Result<(), PlaneError> {
+        let program = node.bindir.join(bin);
+        let mut cmd = match &node.run_as {
+            Some(user) => {
+                let mut c = tokio::process::Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg(&program);
+                c
+            }
+            None => tokio::process::Command::new(&program),
+        };
+        cmd.args(args)
+            .env("LC_ALL", "C")
+            .env_remove("PGOPTIONS")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| PlaneError::Failed(format!("running {}: {e}", program.display())))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(PlaneError::Failed(format!(
+                "{bin} {}: {}: {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+
+    async fn pg_ctl(&self, node: &NodeControl, action: &str) -> Result<(), PlaneError> {
+        let mut args = vec![
+            "-D".to_owned(),
+            node.data_dir.display().to_string(),
+            "-w".to_owned(),
+            "-t".to_owned(),
+            "60".to_owned(),
+        ];
+        match action {
+            "start" => args.extend(["-l".to_owned(), node.log.display().to_string()]),
+            _ => args.extend(["-m".to_owned(), "fast".to_owned()]),
+        }
+        args.push(action.to_owned());
+        self.run(node, "pg_ctl", &args).await
+    }
+
+    /// Writes `standby.signal` (as the server's user, so the server can remove it on promote).
+    async fn write_standby_signal(&self, node: &NodeControl) -> Result<(), PlaneError> {
+        let path = node.data_dir.join("standby.signal");
+        let mut cmd = match &node.run_as {
+            Some(user) => {
+                let mut c = tokio::process::Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg("touch");
+                c
+            }
+            None => tokio::process::Command::new("touch"),
+        };
+        let st = cmd
+            .arg(&path)
+            .status()
+            .await
+            .map_err(|e| PlaneError::Failed(format!("touch {}: {e}", path.display())))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(PlaneError::Failed(format!(
+                "touch {}: {st}",
+                path.display()
+            )))
+        }
+    }
+
+    /// The end of the replayed WAL, waiting (bounded) until the standby reports one.
+    async fn replayed_lsn(&self) -> Result<Lsn, PlaneError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(obs) = self.observe().await
+                && let Some(l) = obs.replay_lsn.filter(|_| obs.role == DbRole::Standby)
+            {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PlaneError::Failed("no replay LSN after restart".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the server answers, and whether it is in recovery.
+    async fn in_recovery(&self) -> Result<bool, PlaneError> {
+        let c = self.connect().await?;
+        let row = c
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .map_err(pg_err("pg_is_in_recovery"))?;
+        Ok(row.get(0))
+    }
+}
+
+impl Database for PgDatabase {
+    async fn promote(&self, epoch: u64) -> Result<Lsn, PlaneError> {
+        self.epoch.admit(epoch)?;
+        let c = self.connect().await?;
+        let rec: bool = c
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .map_err(pg_err("pg_is_in_recovery"))?
+            .get(0);
+        if rec {
+            let done: bool = c
+                .query_one("select pg_promote(true, 60)", &[])
+                .await
+                .map_err(pg_err("pg_promote"))?
+                .get(0);
+            if !done {
+                return Err(PlaneError::Failed("pg_promote did not finish".into()));
+            }
+        }
+        let lsn: String = c
+            .query_one("select pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(pg_err("pg_current_wal_lsn"))?
+            .get(0);
+        parse_lsn(&lsn).ok_or_else(|| PlaneError::Failed(format!("bad LSN {lsn:?}")))
+    }
+
+    async fn fence(&self, epoch: u64) -> Result<(), PlaneError> {
+        self.epoch.admit(epoch)?;
+        let c = self.connect().await?;
+        self.alter_system(&c, "alter system set default_transaction_read_only = on")
+            .await?;
+        drop(c);
+        self.settle("default_transaction_read_only", "on").await?;
+        self.terminate_clients().await?;
+        Ok(())
+    }
+
+    async fn unfence(&self, epoch: u64) -> Result<(), PlaneError> {
+        self.epoch.admit(epoch)?;
+        let c = self.connect().await?;
+        self.alter_system(&c, "alter system reset default_transaction_read_only")
+            .await?;
+        drop(c);
+        self.settle("default_transaction_read_only", "off").await
+    }
+
+    async fn demote(&self, epoch: u64, _target: &str) -> Result<Lsn, PlaneError> {
+        self.epoch.admit(epoch)?;
+        let running = match self.in_recovery().await {
+            Ok(true) => return self.replayed_lsn().await,
+            Ok(false) => true,
+            // Stopped (e.g. an earlier demote stopped it and failed before the restart): start
+            // it as a standby below.
+            Err(PlaneError::Unavailable(_)) if self.cfg.node.is_some() => false,
+            Err(e) => return Err(e),
+        };
+        let node = self.node("demote")?.clone();
+        let peer = self.peer_conninfo("demote")?.to_owned();
+        let follow = format!(
+            "primary_conninfo = {}",
+            literal(&self.follow_conninfo(&peer))
+        );
+        if running {
+            let c = self.connect().await?;
+            self.alter_system(&c, &format!("alter system set {follow}"))
+                .await?;
+            drop(c);
+            // A clean stop: the walsender ships all WAL, the shutdown checkpoint included.
+            self.pg_ctl(&node, "stop").await?;
+        } else {
+            // The server is down: append to postgresql.auto.conf (the last setting wins).
+            let path = node.data_dir.join("postgresql.auto.conf");
+            let mut text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+            text.push_str(&format!("{follow}\n"));
+            tokio::fs::write(&path, text)
+                .await
+                .map_err(|e| PlaneError::Failed(format!("writing {}: {e}", path.display())))?;
+        }
+        self.write_standby_signal(&node).await?;
+        self.pg_ctl(&node, "start").await?;
+        self.replayed_lsn().await
+    }
+
+    async fn peer_replayed(&self) -> Result<Lsn, PlaneError> {
+        if let Some(peer) = &self.cfg.peer_conninfo {
+            let c = Self::connect_to(peer).await?;
+            let lsn: Option<String> = c
+                .query_one(
+                    "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() \
+                     else pg_current_wal_lsn() end)::text",
+                    &[],
+                )
+                .await
+                .map_err(pg_err("reading the peer's replay LSN"))?
+                .get(0);
+            return lsn
+                .as_deref()
+                .and_then(parse_lsn)
+                .ok_or_else(|| PlaneError::Unavailable("peer has no replay LSN yet".into()));
+        }
+        self.observe()
+            .await?
+            .replay_lsn
+            .ok_or_else(|| PlaneError::Unavailable("peer not streaming".into()))
+    }
+
+    async fn set_sync(&self, epoch: u64, on: bool) -> Result<(), PlaneError> {
+        self.epoch.admit(epoch)?;
+        let names = if on {
+            format!("FIRST 1 (\"{}\")", self.cfg.peer_name.replace('"', ""))
+        } else {
+            String::new()
+        };
+        let c = self.connect().await?;
+        self.alter_system(
+            &c,
+            &format!(
+                "alter system set synchronous_standby_names = {}",
+                literal(&names)
+            ),
+        )
+        .await?;
+        drop(c);
+        self.settle("synchronous_standby_names", &names).await
+    }
+
+    async fn rebuild(&self, _source: &str, epoch: u64) -> Result<(), PlaneError> {
+        self.epoch.admit(epoch)?;
+        let node = self.node("rebuild")?.clone();
+        let peer = self.peer_conninfo("rebuild")?.to_owned();
+        // Already a streaming standby: nothing to do.
+        if let Ok(obs) = self.observe().await
+            && obs.role == DbRole::Standby
+            && obs.streaming
+        {
+            return Ok(());
+        }
+        // Stop if running (a crashed server: pg_rewind recovers it first).
+        let _ = self.pg_ctl(&node, "stop").await;
+        // PostgreSQL 15's pg_rewind reads the source's timeline from its control file, which a
+        // promotion updates only at the next checkpoint.
+        let src = Self::connect_to(&peer).await?;
+        src.batch_execute("checkpoint")
+            .await
+            .map_err(pg_err("checkpoint on the source"))?;
+        drop(src);
+        self.run(
+            &node,
+            "pg_rewind",
+            &[
+                format!("--target-pgdata={}", node.data_dir.display()),
+                format!("--source-server={peer}"),
+                "--no-sync".to_owned(),
+            ],
+        )
+        .await?;
+        // pg_rewind copied the source's configuration files: override what is this node's own.
+        let auto = format!(
+            "# Do not edit this file manually!\n\
+             # It will be overwritten by the ALTER SYSTEM command.\n\
+             port = {}\nprimary_conninfo = {}\nprimary_slot_name = ''\n\
+             synchronous_standby_names = ''\n",
+            node.port,
+            literal(&self.follow_conninfo(&peer))
+        );
+        tokio::fs::write(node.data_dir.join("postgresql.auto.conf"), auto)
+            .await
+            .map_err(|e| PlaneError::Failed(format!("writing postgresql.auto.conf: {e}")))?;
+        self.write_standby_signal(&node).await?;
+        self.pg_ctl(&node, "start").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_parses_hex_halves() {
+        assert_eq!(parse_lsn("0/0"), Some(Lsn(0)));
+        assert_eq!(parse_lsn("16/B374D848"), Some(Lsn(0x16_B374_D848)));
+        assert_eq!(parse_lsn("zz"), None);
+        assert_eq!(Lsn(0x16_B374_D848).to_string(), "16/B374D848");
+    }
+
+    #[test]
+    fn literal_doubles_quotes() {
+        assert_eq!(literal("a'b"), "'a''b'");
+    }
+}

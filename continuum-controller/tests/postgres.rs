@@ -1,0 +1,360 @@
+//! The tokio-postgres `Database` adapter against a real PostgreSQL 15 synchronous pair.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use continuum_controller::adapters::postgres::{NodeControl, PgConfig, PgDatabase};
+use continuum_controller::decide::DbRole;
+use continuum_controller::ports::{Database, PlaneError};
+use testkit::postgres::STANDBY_NAME;
+use testkit::{Pg, PgPair, eventually};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn node(pg: &Pg) -> NodeControl {
+    NodeControl {
+        bindir: std::env::var_os("TESTKIT_PG_BINDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+        data_dir: pg.data_dir().to_owned(),
+        log: pg.log_path(),
+        port: pg.port(),
+        run_as: is_root().then(|| "postgres".to_owned()),
+    }
+}
+
+/// Adapter of the pair's primary (its peer is the standby).
+fn primary_db(pair: &PgPair) -> PgDatabase {
+    let mut cfg = PgConfig::new(&pair.primary_conninfo(), "primary", STANDBY_NAME);
+    cfg.peer_conninfo = Some(pair.standby_conninfo());
+    cfg.node = Some(node(pair.primary()));
+    PgDatabase::new(cfg)
+}
+
+/// Adapter of the pair's standby (its peer is the primary, following it as `primary`).
+fn standby_db(pair: &PgPair) -> PgDatabase {
+    let mut cfg = PgConfig::new(&pair.standby_conninfo(), STANDBY_NAME, "primary");
+    cfg.peer_conninfo = Some(pair.primary_conninfo());
+    cfg.node = Some(node(pair.standby()));
+    PgDatabase::new(cfg)
+}
+
+async fn count(pg: &Pg) -> i64 {
+    let c = pg.connect().await.unwrap();
+    c.query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn write_rows(pg: &Pg, from: i32, to: i32) {
+    let c = pg.connect().await.unwrap();
+    for i in from..to {
+        c.execute("insert into t values ($1)", &[&i]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn fence_refuses_writes_keeps_reads_cuts_a_live_writer_and_unfence_restores() {
+    let pair = PgPair::start().await.unwrap();
+    let db = primary_db(&pair);
+    let writer = pair.primary().connect().await.unwrap();
+    writer
+        .batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    // A session with an open write transaction.
+    writer
+        .batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+
+    db.fence(1).await.unwrap();
+    assert!(db.observe().await.unwrap().read_only);
+
+    // The live writer was cut: its commit cannot succeed.
+    assert!(writer.batch_execute("commit").await.is_err());
+    // New sessions read, but cannot write.
+    let c = pair.primary().connect().await.unwrap();
+    assert_eq!(
+        c.query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    let err = c
+        .execute("insert into t values (2)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{err}"
+    );
+    // Idempotent.
+    db.fence(1).await.unwrap();
+    // A stale epoch is refused.
+    assert!(matches!(
+        db.unfence(0).await,
+        Err(PlaneError::StaleEpoch {
+            given: 0,
+            applied: 1
+        })
+    ));
+
+    db.unfence(1).await.unwrap();
+    assert!(!db.observe().await.unwrap().read_only);
+    let c = pair.primary().connect().await.unwrap();
+    c.execute("insert into t values (3)", &[]).await.unwrap();
+    assert_eq!(
+        count(pair.standby()).await,
+        1,
+        "remote_apply: on the standby too"
+    );
+}
+
+#[tokio::test]
+async fn readings_report_roles_lsns_and_small_lag() {
+    let pair = PgPair::start().await.unwrap();
+    let p = primary_db(&pair);
+    let s = standby_db(&pair);
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 50).await;
+
+    let po = p.observe().await.unwrap();
+    assert_eq!(po.role, DbRole::Primary);
+    assert!(!po.read_only);
+    assert_eq!(po.peer_sync_state.as_deref(), Some("sync"));
+    assert!(po.streaming);
+    assert!(po.replay_lsn.is_some() && po.flush_lsn.is_some());
+    assert!(po.replay_lsn <= po.flush_lsn);
+    assert!(po.lag_bytes < 16 << 20, "lag {} bytes", po.lag_bytes);
+
+    eventually("standby streaming", WAIT, || async {
+        let so = s.observe().await.map_err(|e| e.to_string())?;
+        if so.role != DbRole::Standby || !so.streaming || so.replay_lsn.is_none() {
+            return Err(format!("{so:?}"));
+        }
+        if so.lag_bytes >= 16 << 20 {
+            return Err(format!("lag {so:?}"));
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // remote_apply: after a commit the standby has replayed at least the primary's view of it.
+    let so = s.observe().await.unwrap();
+    assert!(so.replay_lsn >= po.replay_lsn);
+    // The primary sees what the standby replayed.
+    let replayed = p.peer_replayed().await.unwrap();
+    assert!(Some(replayed) >= po.replay_lsn);
+
+    // Fencing a standby (it may be promoted later) works and is undone by unfence.
+    s.fence(1).await.unwrap();
+    assert!(s.observe().await.unwrap().read_only);
+    s.unfence(1).await.unwrap();
+    assert!(!s.observe().await.unwrap().read_only);
+    assert!(s.observe().await.unwrap().streaming);
+}
+
+#[tokio::test]
+async fn set_sync_off_and_on_changes_sync_state() {
+    let pair = PgPair::start().await.unwrap();
+    let db = primary_db(&pair);
+    db.set_sync(1, false).await.unwrap();
+    eventually("async", WAIT, || async {
+        match pair.sync_state().await {
+            Ok(Some(s)) if s == "async" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(db.observe().await.unwrap().sync_names, "");
+    db.set_sync(2, true).await.unwrap();
+    pair.wait_sync(WAIT).await.unwrap();
+    assert_eq!(
+        db.observe().await.unwrap().peer_sync_state.as_deref(),
+        Some("sync")
+    );
+    assert!(matches!(
+        db.set_sync(1, false).await,
+        Err(PlaneError::StaleEpoch { .. })
+    ));
+}
+
+#[tokio::test]
+async fn promote_makes_the_standby_writable_with_every_acknowledged_row() {
+    let pair = PgPair::start().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 200).await;
+    pair.kill_primary().await.unwrap();
+
+    let s = standby_db(&pair);
+    let lsn = s.promote(1).await.unwrap();
+    assert!(lsn.0 > 0);
+    assert_eq!(s.observe().await.unwrap().role, DbRole::Primary);
+    assert_eq!(count(pair.standby()).await, 200);
+    write_rows(pair.standby(), 200, 210).await;
+    assert_eq!(count(pair.standby()).await, 210);
+    // Idempotent: promoting a primary yields its current LSN.
+    assert!(s.promote(1).await.unwrap() >= lsn);
+}
+
+#[tokio::test]
+async fn switchover_demote_wait_replayed_promote_then_the_old_primary_follows() {
+    let pair = PgPair::start().await.unwrap();
+    let p = primary_db(&pair);
+    let s = standby_db(&pair);
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 100).await;
+    drop(c);
+
+    let lsn = p.demote(2, "standby").await.unwrap();
+    assert_eq!(p.observe().await.unwrap().role, DbRole::Standby);
+    // Idempotent: a standby yields its replayed LSN.
+    assert!(p.demote(2, "standby").await.unwrap() >= lsn);
+    eventually("target replayed the demotion LSN", WAIT, || async {
+        match p.peer_replayed().await {
+            Ok(r) if r >= lsn => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    s.promote(2).await.unwrap();
+    assert_eq!(count(pair.standby()).await, 100);
+    write_rows(pair.standby(), 100, 110).await;
+    eventually("old primary follows the new one", WAIT, || async {
+        let n = pair
+            .primary()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?
+            .query_one("select count(*) from t", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get::<_, i64>(0);
+        if n == 110 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rebuild_rewinds_the_crashed_old_primary_into_a_standby_of_the_new_one() {
+    let pair = PgPair::start().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 20).await;
+    drop(c);
+    pair.kill_primary().await.unwrap();
+    let s = standby_db(&pair);
+    s.promote(3).await.unwrap();
+    write_rows(pair.standby(), 20, 30).await;
+
+    let p = primary_db(&pair);
+    p.rebuild("standby", 3).await.unwrap();
+    eventually(
+        "rebuilt node streams and has the new rows",
+        WAIT,
+        || async {
+            let o = p.observe().await.map_err(|e| e.to_string())?;
+            if o.role != DbRole::Standby || !o.streaming {
+                return Err(format!("{o:?}"));
+            }
+            let n = pair
+                .primary()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?
+                .query_one("select count(*) from t", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get::<_, i64>(0);
+            if n == 30 {
+                Ok(())
+            } else {
+                Err(format!("{n} rows"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Idempotent once streaming.
+    p.rebuild("standby", 3).await.unwrap();
+    // Sync can be restored on the new primary with the rebuilt peer.
+    s.set_sync(3, true).await.unwrap();
+    let sync = s.observe().await.unwrap();
+    assert_eq!(sync.sync_names, "FIRST 1 (\"primary\")");
+}
+
+#[tokio::test]
+async fn demote_of_a_cleanly_stopped_primary_starts_it_as_a_standby() {
+    let pair = PgPair::start().await.unwrap();
+    let p = primary_db(&pair);
+    let s = standby_db(&pair);
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 10).await;
+    drop(c);
+    // As if a demote had stopped it and failed before the restart.
+    pair.stop_primary().await.unwrap();
+    let lsn = p.demote(4, "standby").await.unwrap();
+    assert_eq!(p.observe().await.unwrap().role, DbRole::Standby);
+    eventually("target replayed the demotion LSN", WAIT, || async {
+        match p.peer_replayed().await {
+            Ok(r) if r >= lsn => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    s.promote(4).await.unwrap();
+    write_rows(pair.standby(), 10, 15).await;
+    eventually("old primary follows the new one", WAIT, || async {
+        let n = pair
+            .primary()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?
+            .query_one("select count(*) from t", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get::<_, i64>(0);
+        if n == 15 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await
+    .unwrap();
+}
