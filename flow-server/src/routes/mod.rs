@@ -147,6 +147,20 @@ pub fn authorize(
     }
 }
 
+/// The flow of a read route (snapshot, stream), after checking the read token from the
+/// `Authorization` header or `?access_token=` (EventSource cannot set headers).
+pub fn readable_flow(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    let flow = flow_id(path)?;
+    let token = query_param(query, "access_token");
+    authorize(state, Access::Read, headers, token.as_deref())?;
+    Ok(flow)
+}
+
 /// The value of `key` in a query string, percent-decoded (`+` is a space).
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {

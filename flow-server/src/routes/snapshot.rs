@@ -10,9 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::auth::Access;
 use crate::error::ApiError;
-use crate::routes::{authorize, flow_id, query_param};
+use crate::routes::readable_flow;
 
 /// Header carrying the snapshot's seq.
 pub const SEQ_HEADER: &str = "x-flow-seq";
@@ -24,9 +23,7 @@ pub async fn snapshot(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let flow = flow_id(path)?;
-    let token = query_param(query.as_deref(), "access_token");
-    authorize(&state, Access::Read, &headers, token.as_deref())?;
+    let flow = readable_flow(&state, path, query.as_deref(), &headers)?;
     let Some(f) = state.hub().get(&flow) else {
         return Err(ApiError::not_found(format!("flow {flow:?} not found")));
     };

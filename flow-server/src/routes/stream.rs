@@ -19,10 +19,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::AppState;
-use crate::auth::Access;
 use crate::error::ApiError;
 use crate::hub::{Subscription, Take};
-use crate::routes::{authorize, flow_id, query_param};
+use crate::routes::{query_param, readable_flow};
 use crate::sse;
 
 /// The handler.
@@ -32,9 +31,7 @@ pub async fn stream(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let flow = flow_id(path)?;
-    let token = query_param(query.as_deref(), "access_token");
-    authorize(&state, Access::Read, &headers, token.as_deref())?;
+    let flow = readable_flow(&state, path, query.as_deref(), &headers)?;
     if state.draining() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
