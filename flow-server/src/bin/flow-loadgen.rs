@@ -22,6 +22,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// A keep-alive connection with Nagle off, and the `Authorization` header line to send on it
+/// (empty without a token).
+async fn connect(args: &Args, role: &str) -> anyhow::Result<(TcpStream, String)> {
+    let conn = TcpStream::connect(args.addr)
+        .await
+        .with_context(|| format!("{role} connect"))?;
+    conn.set_nodelay(true)?;
+    let auth = args
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    Ok((conn, auth))
+}
+
 /// Load generator for flow-server (loopback only).
 #[derive(Debug, Parser)]
 #[command(
@@ -168,15 +183,7 @@ async fn publisher(
 ) -> anyhow::Result<()> {
     let flow_no = n % args.flows;
     let flow = format!("{}-{flow_no}", args.flow_prefix);
-    let mut conn = TcpStream::connect(args.addr)
-        .await
-        .context("publisher connect")?;
-    conn.set_nodelay(true)?;
-    let auth = args
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let (mut conn, auth) = connect(&args, "publisher").await?;
     let pad = "x".repeat(args.payload_bytes.saturating_sub(150));
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -322,15 +329,7 @@ async fn subscriber(
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
     let flow = format!("{}-{}", args.flow_prefix, n % args.flows);
-    let mut conn = TcpStream::connect(args.addr)
-        .await
-        .context("subscriber connect")?;
-    conn.set_nodelay(true)?;
-    let auth = args
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let (mut conn, auth) = connect(&args, "subscriber").await?;
     conn.write_all(
         format!("GET /v1/flows/{flow}/stream HTTP/1.1\r\nHost: loadgen\r\nAccept: text/event-stream\r\n{auth}\r\n")
             .as_bytes(),
