@@ -20,7 +20,7 @@ use crate::ports::{
     Witness, WitnessPortError,
 };
 use contract::Millis;
-use contract::lease::{HolderReport, LeaseView};
+use contract::lease::LeaseView;
 use std::time::Duration;
 
 /// Local clocks the executor reads (the decision core never does).
@@ -107,10 +107,7 @@ impl Timeouts {
     /// The timeout of `step`.
     pub fn of(&self, step: &Step) -> Duration {
         match step {
-            Step::RenewLease { .. }
-            | Step::ReportDurability { .. }
-            | Step::AcquireLease { .. }
-            | Step::ReleaseLease { .. } => self.lease,
+            Step::RenewLease { .. } | Step::AcquireLease | Step::ReleaseLease { .. } => self.lease,
             Step::Drain { .. } | Step::Fence { .. } => self.fence,
             Step::Demote { .. } => self.demote,
             Step::WaitReplayed { .. } => self.replay,
@@ -126,7 +123,7 @@ impl Timeouts {
 pub fn stuck_condition(step: &Step) -> &'static str {
     match step {
         Step::RenewLease { .. } => "LeaseRenewStuck",
-        Step::AcquireLease { .. } => "LeaseAcquireStuck",
+        Step::AcquireLease => "LeaseAcquireStuck",
         Step::ReleaseLease { .. } => "LeaseReleaseStuck",
         Step::Drain { .. } => "DrainStuck",
         Step::Undrain { .. } => "UndrainStuck",
@@ -137,7 +134,6 @@ pub fn stuck_condition(step: &Step) -> &'static str {
         Step::Promote { .. } => "PromotionStuck",
         Step::FlipDns { .. } => "DnsFlipStuck",
         Step::SuspendSync { .. } | Step::RestoreSync { .. } => "SyncReconfigureStuck",
-        Step::ReportDurability { .. } => "DurabilityReportStuck",
         Step::Rebuild { .. } => "RebuildStuck",
         Step::Audit(_) => "AuditStuck",
         Step::FinishOperation => "StatusWriteStuck",
@@ -384,34 +380,14 @@ where
         match step {
             Step::RenewLease { epoch } => {
                 let sent = self.clock.mono();
-                match p.witness.renew(&self.region, ttl, *epoch, None).await {
+                match p.witness.renew(&self.region, ttl, *epoch).await {
                     Ok(v) => self.granted(&v, sent, out).await,
                     Err(e) => Err(self.lease_err(e, out)),
                 }
             }
-            Step::ReportDurability { epoch, synchronous } => {
-                // A failure stops the plan: sync is never suspended unreported.
-                let report = HolderReport {
-                    synchronous: *synchronous,
-                    flushed_lsn: None,
-                };
+            Step::AcquireLease => {
                 let sent = self.clock.mono();
-                match p
-                    .witness
-                    .renew(&self.region, ttl, *epoch, Some(&report))
-                    .await
-                {
-                    Ok(v) => self.granted(&v, sent, out).await,
-                    Err(e) => Err(self.lease_err(e, out)),
-                }
-            }
-            Step::AcquireLease { synchronous } => {
-                let report = synchronous.map(|synchronous| HolderReport {
-                    synchronous,
-                    flushed_lsn: None,
-                });
-                let sent = self.clock.mono();
-                match p.witness.acquire(&self.region, ttl, report.as_ref()).await {
+                match p.witness.acquire(&self.region, ttl).await {
                     Ok(v) => self.granted(&v, sent, out).await,
                     Err(e) => Err(self.lease_err(e, out)),
                 }
@@ -486,7 +462,6 @@ where
 fn epoch_of(step: &Step) -> Option<u64> {
     match step {
         Step::RenewLease { epoch }
-        | Step::ReportDurability { epoch, .. }
         | Step::ReleaseLease { epoch }
         | Step::Drain { epoch }
         | Step::Undrain { epoch }
@@ -498,10 +473,9 @@ fn epoch_of(step: &Step) -> Option<u64> {
         | Step::SuspendSync { epoch }
         | Step::RestoreSync { epoch }
         | Step::Rebuild { epoch, .. } => Some(*epoch),
-        Step::AcquireLease { .. }
-        | Step::WaitReplayed { .. }
-        | Step::Audit(_)
-        | Step::FinishOperation => None,
+        Step::AcquireLease | Step::WaitReplayed { .. } | Step::Audit(_) | Step::FinishOperation => {
+            None
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use crate::audit::AuditEvent;
 use crate::decide::{Lsn, Operation};
-use contract::lease::{HolderReport, LeaseView};
+use contract::lease::LeaseView;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -37,22 +37,18 @@ pub enum WitnessPortError {
 pub trait Witness: Send + Sync {
     /// Reads the lease.
     fn read(&self) -> impl Future<Output = Result<LeaseView, WitnessPortError>> + Send;
-    /// Acquires the lease for `holder` (free/expired, or own unexpired: extended), carrying
-    /// `report` when given. Never forces.
+    /// Acquires the lease for `holder` (free/expired, or own unexpired: extended). Never forces.
     fn acquire(
         &self,
         holder: &str,
         ttl: Duration,
-        report: Option<&HolderReport>,
     ) -> impl Future<Output = Result<LeaseView, WitnessPortError>> + Send;
-    /// Renews `holder`'s lease held at `epoch`, carrying `report` when given (`None` keeps
-    /// the report the witness has for this holder and epoch).
+    /// Renews `holder`'s lease held at `epoch`.
     fn renew(
         &self,
         holder: &str,
         ttl: Duration,
         epoch: u64,
-        report: Option<&HolderReport>,
     ) -> impl Future<Output = Result<LeaseView, WitnessPortError>> + Send;
     /// Releases `holder`'s lease held at `epoch`; a no-op when not held.
     fn release(

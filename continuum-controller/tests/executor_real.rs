@@ -123,7 +123,7 @@ async fn executor_fails_over_through_real_adapters() {
     event.epoch = Some(1);
     let plan = Plan {
         steps: vec![
-            Step::AcquireLease { synchronous: None },
+            Step::AcquireLease,
             Step::Promote { epoch: 1 },
             Step::SuspendSync { epoch: 1 },
             Step::Unfence { epoch: 1 },

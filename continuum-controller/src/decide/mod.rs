@@ -19,13 +19,7 @@
 //!    suspend sync, start a requested switchover/approved failback.
 //! 6. **Standby**: rebuild when diverged; acquire for a switchover that targets it; acquire for
 //!    an automatic failover only with `autoFailover`, peer failing from ≥ 2 vantages for the
-//!    hold-down, the lease free, replication inside the RPO bound ([`failover_within_rpo`]:
-//!    synchronous only when the failed holder's lease carries `report.synchronous == true`).
-//!
-//! A primary reports `synchronous: false` to the witness (a successful renew,
-//! [`Step::ReportDurability`]) before every `SuspendSync`, and `synchronous: true` once sync is
-//! on and the peer is observed as the synchronous standby (the tick after `RestoreSync`
-//! succeeded, or since the grant; a re-acquiring primary reports it with the acquire).
+//!    hold-down, the lease free, replication inside the RPO bound.
 //!
 //! Write authority (what the property test checks): the database is writable AND the route is
 //! undrained (its dead-man switch, re-armed on every successful renew to `sent + deadline`,
@@ -85,9 +79,7 @@ pub fn decide(o: &Observed, now: Mono) -> Plan {
     let restarted_holder =
         o.renewed.is_none() && o.lease.as_ref().is_some_and(|l| l.held_by(me, now));
     if exposed && authority.is_none() && !in_switchover_as_source && restarted_holder {
-        plan.steps.push(Step::AcquireLease {
-            synchronous: Some(in_sync(o)),
-        });
+        plan.steps.push(Step::AcquireLease);
         return plan;
     }
     if exposed && authority.is_none() && !in_switchover_as_source {
@@ -214,68 +206,6 @@ pub fn within_rpo(o: &Observed) -> bool {
         || (r.lag_bytes <= o.spec.rpo.max_lag_bytes && r.lag_seconds <= o.spec.rpo.max_lag_seconds)
 }
 
-/// True when the last lease answer names a holder other than this region: a failed peer
-/// whose acknowledged commits this region may lack.
-fn peer_was_holder(o: &Observed) -> bool {
-    o.lease
-        .as_ref()
-        .is_some_and(|l| !l.state.holder.is_empty() && l.state.holder != o.region)
-}
-
-/// The failed holder's durability report in the last lease answer, if any.
-fn holder_report(o: &Observed) -> Option<&contract::HolderReport> {
-    o.lease
-        .as_ref()
-        .filter(|_| peer_was_holder(o))
-        .and_then(|l| l.state.report.as_ref())
-}
-
-/// This primary's commits wait for the peer: sync not suspended and the peer streams as the
-/// synchronous standby (what it reports to the witness).
-fn in_sync(o: &Observed) -> bool {
-    o.local.db == DbRole::Primary
-        && !o.local.sync_suspended
-        && o.replication.streaming
-        && !o.replication.needs_rebuild
-        && o.replication.sync
-}
-
-/// True when the lease already carries this holder's report `synchronous: true`.
-fn reported_sync(o: &Observed) -> bool {
-    o.lease
-        .as_ref()
-        .filter(|l| l.state.holder == o.region)
-        .and_then(|l| l.state.report.as_ref())
-        .is_some_and(|h| h.synchronous)
-}
-
-/// The automatic-failover RPO gate. Replication counts as synchronous ONLY when the last lease
-/// answer carries the failed holder's report `synchronous: true` (the report belongs to the
-/// lease's holder and epoch: the witness clears it on every new grant), since this standby's
-/// own view may be stale (the primary may have suspended synchronous replication after this
-/// standby last saw it). Otherwise (report `false` or absent) the replayed position must be
-/// within `maxLagBytes` of the report's flushed LSN (and the replay lag within
-/// `maxLagSeconds`); when either is unknown, promotion is blocked. A lease last held by this
-/// region itself, or released (the source demoted), names no failed peer: [`within_rpo`].
-pub fn failover_within_rpo(o: &Observed) -> bool {
-    let r = o.replication;
-    let rpo = o.spec.rpo;
-    if !peer_was_holder(o) {
-        return within_rpo(o);
-    }
-    match holder_report(o) {
-        Some(h) if h.synchronous => within_rpo(o),
-        Some(h) => match (h.flushed_lsn.as_deref().and_then(Lsn::parse), r.replayed) {
-            (Some(flushed), Some(replayed)) => {
-                flushed.0.saturating_sub(replayed.0) <= rpo.max_lag_bytes
-                    && r.lag_seconds <= rpo.max_lag_seconds
-            }
-            _ => false,
-        },
-        None => false,
-    }
-}
-
 /// The peer fails probes from at least two distinct vantages, each for at least the
 /// hold-down.
 pub fn peer_down(o: &Observed, now: Mono) -> bool {
@@ -385,10 +315,6 @@ fn promote_steps(o: &Observed, epoch: u64, peer: &str, plan: &mut Plan) {
     if kind == OpKind::Failover {
         match o.spec.durability {
             Durability::Default => {
-                plan.steps.push(Step::ReportDurability {
-                    epoch,
-                    synchronous: false,
-                });
                 plan.steps.push(Step::SuspendSync { epoch });
                 cond(
                     plan,
@@ -451,23 +377,13 @@ fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Pla
     if l.drained {
         plan.steps.push(Step::Undrain { epoch });
     }
-    let streaming = o.replication.streaming && !o.replication.needs_rebuild;
-    // In sync (since the grant, or restored earlier) but the lease does not say so yet: tell
-    // the witness, so the standby may fail over without an RPO bound.
-    if in_sync(o) && !reported_sync(o) {
-        plan.steps.push(Step::ReportDurability {
-            epoch,
-            synchronous: true,
-        });
-    }
     if l.read_only || l.drained {
         return;
     }
     // Durability.
+    let streaming = o.replication.streaming && !o.replication.needs_rebuild;
     match (o.spec.durability, l.sync_suspended, streaming) {
         (_, true, true) => {
-            // `synchronous: true` is reported on a later tick, once the peer is observed as
-            // the synchronous standby (caught up), by the rule above.
             plan.steps.push(Step::RestoreSync { epoch });
             let mut e = audit(
                 o,
@@ -484,10 +400,6 @@ fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Pla
             "synchronous replication suspended".to_owned(),
         ),
         (Durability::Default, false, false) => {
-            plan.steps.push(Step::ReportDurability {
-                epoch,
-                synchronous: false,
-            });
             plan.steps.push(Step::SuspendSync { epoch });
             cond(
                 plan,
@@ -500,7 +412,7 @@ fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Pla
             ConditionKind::WritesBlockedAwaitingSyncStandby,
             "strict durability: writes wait for a synchronous standby".to_owned(),
         ),
-        (_, false, true) => {}
+        _ => {}
     }
     // Switchover / failback requests.
     let me = o.region.as_str();
@@ -613,9 +525,7 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
     }
     // A fenced old primary re-takes a free lease: it has the newest data.
     if o.local.db == DbRole::Primary {
-        plan.steps.push(Step::AcquireLease {
-            synchronous: Some(in_sync(o)),
-        });
+        plan.steps.push(Step::AcquireLease);
         return;
     }
     // Planned switchover / approved failback targeting this standby, once the source has
@@ -629,7 +539,7 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
             .as_ref()
             .is_some_and(|f| f.approved && o.spec.primary == me);
     if targeted && released {
-        plan.steps.push(Step::AcquireLease { synchronous: None });
+        plan.steps.push(Step::AcquireLease);
         return;
     }
     // Automatic failover.
@@ -644,26 +554,15 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         );
         return;
     }
-    if !failover_within_rpo(o) {
-        let message = match holder_report(o) {
-            Some(h) if h.synchronous => format!(
+    if !within_rpo(o) {
+        cond(
+            plan,
+            ConditionKind::ReplicationLagAboveRpo,
+            format!(
                 "lag {} B / {} s exceeds the RPO bound; not promoting",
                 o.replication.lag_bytes, o.replication.lag_seconds
             ),
-            Some(h) => format!(
-                "{peer} reported synchronous replication suspended (flushed {}, replayed {}); \
-                 outside or unknown against the RPO bound; not promoting",
-                h.flushed_lsn.as_deref().unwrap_or("unknown"),
-                o.replication
-                    .replayed
-                    .map_or_else(|| "unknown".to_owned(), |l| l.to_string()),
-            ),
-            None => format!(
-                "{peer} reported no synchronous replication for its epoch; RPO unknown; \
-                 not promoting"
-            ),
-        };
-        cond(plan, ConditionKind::ReplicationLagAboveRpo, message);
+        );
         return;
     }
     if held_down(o, now) {
@@ -674,7 +573,7 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         );
         return;
     }
-    plan.steps.push(Step::AcquireLease { synchronous: None });
+    plan.steps.push(Step::AcquireLease);
 }
 
 /// A sample observed state: region `a` is the primary holding epoch 1, last renewed at 0.
@@ -711,10 +610,7 @@ pub fn sample() -> Observed {
                 expires_at: Some(Millis(1_000 + timing.ttl_ms)),
                 generation: 1,
                 epoch: 1,
-                report: Some(contract::HolderReport {
-                    synchronous: true,
-                    flushed_lsn: None,
-                }),
+                report: None,
             },
             witness_now: Millis(1_000),
             received_at: Mono(0),
@@ -729,7 +625,6 @@ pub fn sample() -> Observed {
             lag_bytes: 0,
             lag_seconds: 0,
             needs_rebuild: false,
-            replayed: None,
         },
         probes: vec![],
         operation: None,

@@ -34,16 +34,6 @@ impl Mono {
 )]
 pub struct Lsn(pub u64);
 
-impl Lsn {
-    /// Parses PostgreSQL `pg_lsn` text (`X/Y`, hex halves).
-    pub fn parse(text: &str) -> Option<Lsn> {
-        let (hi, lo) = text.split_once('/')?;
-        let hi = u64::from_str_radix(hi, 16).ok()?;
-        let lo = u64::from_str_radix(lo, 16).ok()?;
-        (hi <= 0xFFFF_FFFF && lo <= 0xFFFF_FFFF).then_some(Lsn((hi << 32) | lo))
-    }
-}
-
 impl fmt::Display for Lsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
@@ -299,10 +289,6 @@ pub struct Replication {
     /// This region's database diverged (old primary after an unplanned failover) and must be
     /// rebuilt (pg_rewind / re-clone) before it may stream or serve.
     pub needs_rebuild: bool,
-    /// Standby: the WAL position it has replayed (compared with the failed holder's reported
-    /// flushed LSN when the holder reported `synchronous: false`), if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replayed: Option<Lsn>,
 }
 
 /// One vantage point's probe of the peer region.
@@ -428,12 +414,7 @@ pub enum Step {
         epoch: u64,
     },
     /// Acquire the lease (succeeds only when free or expired; never forced).
-    AcquireLease {
-        /// A writable-capable primary re-acquiring reports its durability with the grant
-        /// (`None`: no report, e.g. a standby acquiring to promote).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        synchronous: Option<bool>,
-    },
+    AcquireLease,
     /// Release the lease (planned switchover).
     ReleaseLease {
         /// Epoch held.
@@ -493,15 +474,6 @@ pub enum Step {
         /// Epoch.
         epoch: u64,
     },
-    /// Renew the lease carrying the holder's durability report. Runs (and must succeed)
-    /// BEFORE every `SuspendSync`, so a standby never trusts a stale "synchronous" view, and
-    /// after `RestoreSync`.
-    ReportDurability {
-        /// Epoch held.
-        epoch: u64,
-        /// Whether commits wait for the synchronous standby.
-        synchronous: bool,
-    },
     /// Rebuild the local database as a standby of `source` (pg_rewind / re-clone).
     Rebuild {
         /// The primary to follow.
@@ -521,7 +493,7 @@ impl Step {
     pub fn name(&self) -> &'static str {
         match self {
             Step::RenewLease { .. } => "renew-lease",
-            Step::AcquireLease { .. } => "acquire-lease",
+            Step::AcquireLease => "acquire-lease",
             Step::ReleaseLease { .. } => "release-lease",
             Step::Drain { .. } => "drain",
             Step::Undrain { .. } => "undrain",
@@ -533,7 +505,6 @@ impl Step {
             Step::FlipDns { .. } => "flip-dns",
             Step::SuspendSync { .. } => "suspend-sync",
             Step::RestoreSync { .. } => "restore-sync",
-            Step::ReportDurability { .. } => "report-durability",
             Step::Rebuild { .. } => "rebuild",
             Step::Audit(_) => "audit",
             Step::FinishOperation => "finish-operation",

@@ -89,10 +89,6 @@ struct Region {
     needs_rebuild: bool,
     plane_epoch: u64,
     was_sync: bool,
-    /// The database lacks commits a primary peer acknowledged with synchronous replication
-    /// suspended (set on the peer's `SuspendSync`; cleared only by streaming from a primary
-    /// whose sync is on). Promoting it over that still-primary peer would lose them.
-    lacks_acked: bool,
 }
 
 struct World {
@@ -117,7 +113,6 @@ struct Stats {
     fences: u64,
     switchovers: u64,
     rebuilds: u64,
-    suspends: u64,
 }
 
 impl Region {
@@ -146,7 +141,6 @@ impl Region {
             needs_rebuild: false,
             plane_epoch: 0,
             was_sync: true,
-            lacks_acked: false,
         }
     }
 
@@ -262,7 +256,6 @@ impl World {
                 1
             };
             self.r[i].was_sync = !self.r[primary].sync_suspended;
-            self.r[1 - primary].lacks_acked = self.r[primary].sync_suspended;
         }
         let me = &self.r[i];
         Observed {
@@ -282,7 +275,6 @@ impl World {
                 lag_bytes: if me.was_sync { 0 } else { 1 << 30 },
                 lag_seconds: if me.was_sync { 0 } else { 600 },
                 needs_rebuild: me.needs_rebuild,
-                replayed: None,
             },
             probes: (0..2)
                 .map(|v| Probe {
@@ -306,22 +298,10 @@ impl World {
         let name = self.r[i].name.clone();
         let lease_req = |op: &Step| match op {
             Step::RenewLease { .. } => LeaseRequest::renew(&name, ttl),
-            Step::ReportDurability { synchronous, .. } => {
-                LeaseRequest::renew(&name, ttl).report(contract::HolderReport {
-                    synchronous: *synchronous,
-                    flushed_lsn: None,
-                })
-            }
-            Step::AcquireLease {
-                synchronous: Some(synchronous),
-            } => LeaseRequest::acquire(&name, ttl).report(contract::HolderReport {
-                synchronous: *synchronous,
-                flushed_lsn: None,
-            }),
             _ => LeaseRequest::acquire(&name, ttl),
         };
         match step {
-            Step::RenewLease { .. } | Step::ReportDurability { .. } | Step::AcquireLease { .. } => {
+            Step::RenewLease { .. } | Step::AcquireLease => {
                 if !self.reachable(i) {
                     return Ok(false);
                 }
@@ -412,14 +392,6 @@ impl World {
                         ))
                         .map(|()| false);
                     }
-                    if self.r[peer].db == DbRole::Primary && self.r[i].lacks_acked {
-                        return fail(format!(
-                            "{name} promoted over primary {} whose commits acknowledged with \
-                             sync suspended it lacks",
-                            self.r[peer].name
-                        ))
-                        .map(|()| false);
-                    }
                     self.max_promoted = *epoch;
                     self.stats.promotions += 1;
                     if self.r[peer].db == DbRole::Primary {
@@ -442,24 +414,18 @@ impl World {
                     self.dns = (primary.clone(), *epoch);
                 }
             }
-            Step::SuspendSync { .. } => {
-                self.stats.suspends += 1;
-                self.r[i].sync_suspended = true;
-                self.r[peer].lacks_acked = true;
-            }
+            Step::SuspendSync { .. } => self.r[i].sync_suspended = true,
             Step::RestoreSync { .. } => self.r[i].sync_suspended = false,
             Step::Rebuild { .. } => {
                 if !self.r[peer].up || self.cut_ab || self.r[peer].db != DbRole::Primary {
                     return Ok(false);
                 }
-                let peer_suspended = self.r[peer].sync_suspended;
                 let me = &mut self.r[i];
                 me.db = DbRole::Standby;
                 if me.needs_rebuild {
                     self.stats.rebuilds += 1;
                 }
                 me.needs_rebuild = false;
-                me.lacks_acked = peer_suspended;
                 me.read_only = false;
                 me.drained = true;
                 me.sync_suspended = false;
@@ -591,7 +557,6 @@ struct Totals {
     fences: AtomicU64,
     switchovers: AtomicU64,
     rebuilds: AtomicU64,
-    suspends: AtomicU64,
 }
 
 fn run_sim(timing: Timing, cases: u32, totals: &Totals) -> Result<(), String> {
@@ -636,9 +601,6 @@ fn run_sim(timing: Timing, cases: u32, totals: &Totals) -> Result<(), String> {
             totals
                 .rebuilds
                 .fetch_add(w.stats.rebuilds, Ordering::Relaxed);
-            totals
-                .suspends
-                .fetch_add(w.stats.suspends, Ordering::Relaxed);
             Ok(())
         })
         .map_err(|e| e.to_string())
@@ -664,15 +626,13 @@ fn two_regions_never_both_have_write_authority_promotion_epochs_only_grow_and_a_
     let result = run_sim(SIM_TIMING, cases, &totals);
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(
-        "simulation: cases={} steps={} promotions={} self_fences={} switchovers={} rebuilds={} \
-         sync_suspends={}",
+        "simulation: cases={} steps={} promotions={} self_fences={} switchovers={} rebuilds={}",
         load(&totals.cases),
         load(&totals.steps),
         load(&totals.promotions),
         load(&totals.fences),
         load(&totals.switchovers),
         load(&totals.rebuilds),
-        load(&totals.suspends),
     );
     assert_eq!(result, Ok(()));
     assert!(
@@ -680,10 +640,6 @@ fn two_regions_never_both_have_write_authority_promotion_epochs_only_grow_and_a_
         "the simulation never failed over"
     );
     assert!(load(&totals.fences) > 0, "the simulation never self-fenced");
-    assert!(
-        load(&totals.suspends) > 0,
-        "the simulation never suspended synchronous replication"
-    );
 }
 
 /// A gray failure: `a` is cut from the witness while both vantages fail to reach it, so `b`

@@ -24,11 +24,7 @@ fn lease(holder: &str, epoch: u64, remaining_ms: i64, received_at: i64) -> Lease
             expires_at: Some(Millis(100_000 + remaining_ms)),
             generation: epoch,
             epoch,
-            // The holder reported that commits wait for the synchronous standby.
-            report: Some(contract::HolderReport {
-                synchronous: true,
-                flushed_lsn: None,
-            }),
+            report: None,
         },
         witness_now: Millis(100_000),
         received_at: Mono(received_at),
@@ -273,7 +269,6 @@ rules! {
         now: 40_100,
         steps: &[
             "promote",
-            "report-durability",
             "suspend-sync",
             "unfence",
             "undrain",
@@ -360,7 +355,7 @@ rules! {
             o
         },
         now: 1_000,
-        steps: &["report-durability", "suspend-sync"],
+        steps: &["suspend-sync"],
         conditions: &[C::DurabilityDegraded, C::SwitchoverBlocked],
     },
     a_completed_switchover_is_not_run_again: Row {
@@ -652,128 +647,6 @@ rules! {
         steps: &["acquire-lease"],
         conditions: &[C::WitnessUnreachable],
     },
-    primary_reports_sync_suspended_to_the_witness_before_suspending_sync: Row {
-        name: "primary reports sync suspended to the witness before suspending sync",
-        observed: || {
-            let mut o = primary();
-            o.replication.streaming = false;
-            o
-        },
-        now: 1_000,
-        steps: &["report-durability", "suspend-sync"],
-        conditions: &[C::DurabilityDegraded],
-    },
-    primary_in_sync_reports_synchronous_when_the_lease_does_not_say_so: Row {
-        name: "primary in sync reports synchronous when the lease does not say so",
-        observed: || {
-            let mut o = primary();
-            if let Some(l) = o.lease.as_mut() {
-                l.state.report = None;
-            }
-            o
-        },
-        now: 1_000,
-        steps: &["report-durability"],
-        conditions: &[],
-    },
-    primary_whose_sync_was_restored_reports_synchronous_only_once_the_peer_is_sync: Row {
-        name: "primary whose sync was restored reports synchronous only once the peer is sync",
-        observed: || {
-            let mut o = primary();
-            if let Some(l) = o.lease.as_mut() {
-                l.state.report = Some(contract::HolderReport {
-                    synchronous: false,
-                    flushed_lsn: None,
-                });
-            }
-            o.replication.sync = false;
-            o
-        },
-        now: 1_000,
-        steps: &[],
-        conditions: &[],
-    },
-    standby_does_not_fail_over_on_its_own_stale_sync_view_when_the_holder_reported_sync_suspended: Row {
-        name: "standby does not fail over on its own stale sync view when the holder reported sync suspended",
-        observed: || {
-            let mut o = standby_peer_dead();
-            if let Some(l) = o.lease.as_mut() {
-                l.state.report = Some(contract::HolderReport {
-                    synchronous: false,
-                    flushed_lsn: None,
-                });
-            }
-            o
-        },
-        now: 40_000,
-        steps: &[],
-        conditions: &[C::WitnessUnreachable, C::ReplicationLagAboveRpo],
-    },
-    standby_does_not_fail_over_when_the_holder_never_reported_its_durability: Row {
-        name: "standby does not fail over when the holder never reported its durability",
-        observed: || {
-            let mut o = standby_peer_dead();
-            if let Some(l) = o.lease.as_mut() {
-                l.state.report = None;
-            }
-            o
-        },
-        now: 40_000,
-        steps: &[],
-        conditions: &[C::WitnessUnreachable, C::ReplicationLagAboveRpo],
-    },
-    standby_within_the_rpo_bound_of_the_reported_flushed_lsn_may_fail_over: Row {
-        name: "standby within the RPO bound of the reported flushed LSN may fail over",
-        observed: || {
-            let mut o = standby_peer_dead();
-            if let Some(l) = o.lease.as_mut() {
-                l.state.report = Some(contract::HolderReport {
-                    synchronous: false,
-                    flushed_lsn: Some("1/400".into()),
-                });
-            }
-            o.replication.replayed = Some(Lsn((1 << 32) + 0x300));
-            o
-        },
-        now: 40_000,
-        steps: &["acquire-lease"],
-        conditions: &[C::WitnessUnreachable],
-    },
-    standby_beyond_the_rpo_bound_of_the_reported_flushed_lsn_does_not_fail_over: Row {
-        name: "standby beyond the RPO bound of the reported flushed LSN does not fail over",
-        observed: || {
-            let mut o = standby_peer_dead();
-            if let Some(l) = o.lease.as_mut() {
-                l.state.report = Some(contract::HolderReport {
-                    synchronous: false,
-                    flushed_lsn: Some("2/0".into()),
-                });
-            }
-            o.replication.replayed = Some(Lsn(1 << 32));
-            o
-        },
-        now: 40_000,
-        steps: &[],
-        conditions: &[C::WitnessUnreachable, C::ReplicationLagAboveRpo],
-    },
-    planned_switchover_target_acquires_a_released_lease_without_a_holder_report: Row {
-        name: "planned switchover target acquires a released lease without a holder report",
-        observed: || {
-            let mut o = standby();
-            let mut l = lease("", 1, 0, 0);
-            l.state.report = None;
-            l.state.expires_at = None;
-            o.lease = Some(l);
-            o.spec.switchover = Some(SwitchoverRequest {
-                id: "sw-1".into(),
-                target: "b".into(),
-            });
-            o
-        },
-        now: 1_000,
-        steps: &["acquire-lease"],
-        conditions: &[],
-    },
     restarted_promotion_resumes_after_promote_without_promoting_twice: Row {
         name: "restarted promotion resumes after promote without promoting twice",
         observed: || {
@@ -797,7 +670,6 @@ rules! {
         },
         now: 40_200,
         steps: &[
-            "report-durability",
             "suspend-sync",
             "unfence",
             "undrain",
@@ -851,7 +723,6 @@ fn every_data_plane_step_of_a_promotion_carries_the_acquired_epoch() {
     for s in &plan.steps {
         let epoch = match s {
             Step::Promote { epoch }
-            | Step::ReportDurability { epoch, .. }
             | Step::SuspendSync { epoch }
             | Step::Unfence { epoch }
             | Step::Undrain { epoch } => *epoch,

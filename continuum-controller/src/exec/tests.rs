@@ -97,28 +97,18 @@ impl Witness for Fake {
             witness_now: Millis(s.witness_now),
         })
     }
-    async fn acquire(
-        &self,
-        holder: &str,
-        ttl: Duration,
-        report: Option<&HolderReport>,
-    ) -> Result<LeaseView, WitnessPortError> {
+    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<LeaseView, WitnessPortError> {
         let _ = self.gate("witness.acquire").await;
-        let mut req = LeaseRequest::acquire(holder, ttl.as_millis() as i64);
-        req.report = report.cloned();
-        self.lease(req)
+        self.lease(LeaseRequest::acquire(holder, ttl.as_millis() as i64))
     }
     async fn renew(
         &self,
         holder: &str,
         ttl: Duration,
         _epoch: u64,
-        report: Option<&HolderReport>,
     ) -> Result<LeaseView, WitnessPortError> {
         let _ = self.gate("witness.renew").await;
-        let mut req = LeaseRequest::renew(holder, ttl.as_millis() as i64);
-        req.report = report.cloned();
-        self.lease(req)
+        self.lease(LeaseRequest::renew(holder, ttl.as_millis() as i64))
     }
     async fn release(&self, holder: &str, _epoch: u64) -> Result<(), WitnessPortError> {
         let _ = self.gate("witness.release").await;
@@ -484,65 +474,5 @@ async fn a_restart_after_the_drain_compensates_when_the_target_stopped_streaming
         calls.iter().filter(|c| *c == "db.demote").count(),
         1,
         "{calls:?}"
-    );
-}
-
-/// Primary `a` whose peer stopped streaming (default durability): report, then suspend.
-fn primary_losing_its_sync_standby() -> (Observed, Plan) {
-    let mut o = decide::sample();
-    o.replication.streaming = false;
-    let plan = decide::decide(&o, Mono(1_000));
-    assert_eq!(plan.names(), ["report-durability", "suspend-sync"]);
-    (o, plan)
-}
-
-#[tokio::test]
-async fn sync_is_suspended_only_after_the_witness_accepted_the_report() {
-    let f = Fake::with_lease_held_by_a();
-    let (_, plan) = primary_losing_its_sync_standby();
-    let out = executor(&f).run(&plan).await;
-    assert!(out.stopped.is_none(), "{:?}", out.stopped);
-    let calls = f.calls();
-    let renew = calls.iter().position(|c| c == "witness.renew");
-    let off = calls.iter().position(|c| c == "db.sync_off");
-    assert!(renew.is_some() && renew < off, "{calls:?}");
-    let report = f.0.lock().unwrap().lease.state.report.clone();
-    assert_eq!(
-        report,
-        Some(HolderReport {
-            synchronous: false,
-            flushed_lsn: None
-        })
-    );
-    assert_eq!(out.renewed.map(|r| r.epoch), Some(1));
-}
-
-#[tokio::test]
-async fn a_failed_durability_report_stops_the_plan_so_sync_is_never_suspended_unreported() {
-    let f = Fake::with_lease_held_by_a();
-    f.set(|s| {
-        // The lease moved on: the renew carrying the report is refused.
-        let gone = contract::apply(&s.lease, &LeaseRequest::release("a"), Millis(1_001)).unwrap();
-        let b = contract::apply(
-            &gone.record,
-            &LeaseRequest::acquire("b", 30_000),
-            Millis(1_002),
-        )
-        .unwrap();
-        s.lease = b.record;
-    });
-    let (_, plan) = primary_losing_its_sync_standby();
-    let out = executor(&f).run(&plan).await;
-    assert!(matches!(
-        out.stopped,
-        Some(Stopped::Failed {
-            step: "report-durability",
-            error: ExecError::Witness(WitnessPortError::LeaseLost(_))
-        })
-    ));
-    assert!(
-        !f.calls().iter().any(|c| c == "db.sync_off"),
-        "{:?}",
-        f.calls()
     );
 }
