@@ -8,10 +8,16 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # The witness tests serve the built wasm Worker in workerd; build it from the current sources.
 scripts/build-witness.sh
-if [ "$#" -eq 0 ]; then
-  # Charts rendered by Helm's engine (fast; prints "charts: N passed, N failed").
-  python3 charts/tests/test_charts.py
-  python3 charts/tests/test_audits.py
-  set -- --workspace
+if [ "$#" -gt 0 ]; then
+  exec cargo test "$@"
 fi
-exec cargo test "$@"
+# Charts rendered by Helm's engine (fast; prints "charts: N passed, N failed").
+python3 charts/tests/test_charts.py
+python3 charts/tests/test_audits.py
+cargo test --workspace
+# A short Continuum drill on the real lab (PostgreSQL pair, PowerDNS, NATS, witness-server):
+# 2 kills, 1 switchover and the approved failback at TTL 6 s; exits non-zero on a lost
+# transaction, two writers or a stuck failover.
+cargo build -p continuum-controller --bin continuum-controller
+"$CARGO_TARGET_DIR/debug/continuum-controller" drill --ttl 6 --renew 2 --kills 2 --switchovers 1 \
+  --dir "${TMPDIR:-/tmp}/continuum-ci-drill"

@@ -12,6 +12,10 @@
 //!   promotion because the audit publish failed); they are counted in the outcome.
 //! - After a successful acquire/renew the route's dead-man switch is armed for what is left of
 //!   the self-fence deadline, measured from the request's SEND time.
+//! - Every acquire/renew carries the holder's durability report ([`Executor::set_report`]), and
+//!   `SuspendSync` first renews reporting `synchronous: false` and only suspends once the
+//!   witness stored that: a standby that later finds `synchronous: true` in an expired lease
+//!   knows every commit acknowledged under that epoch reached it.
 
 use crate::audit::AuditEvent;
 use crate::decide::{LeaseObs, Lsn, Mono, OpKind, Plan, Renewed, Step, Timing};
@@ -20,7 +24,8 @@ use crate::ports::{
     Witness, WitnessPortError,
 };
 use contract::Millis;
-use contract::lease::LeaseView;
+use contract::lease::{HolderReport, LeaseView};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Local clocks the executor reads (the decision core never does).
@@ -228,6 +233,7 @@ pub struct Executor<W, D, N, R, A, S, C> {
     timing: Timing,
     timeouts: Timeouts,
     clock: C,
+    report: Mutex<Option<HolderReport>>,
 }
 
 impl<W, D, N, R, A, S, C> Executor<W, D, N, R, A, S, C>
@@ -254,7 +260,30 @@ where
             timing,
             timeouts,
             clock,
+            report: Mutex::new(None),
         }
+    }
+
+    /// The durability report sent with every following acquire/renew (the runner sets it from
+    /// each observation of the local database).
+    pub fn set_report(&self, report: Option<HolderReport>) {
+        *self
+            .report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = report;
+    }
+
+    /// The report the next acquire/renew carries.
+    pub fn report(&self) -> Option<HolderReport> {
+        self.report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 
     /// The ports (tests inspect their fakes).
@@ -380,14 +409,20 @@ where
         match step {
             Step::RenewLease { epoch } => {
                 let sent = self.clock.mono();
-                match p.witness.renew(&self.region, ttl, *epoch).await {
+                let report = self.report();
+                match p
+                    .witness
+                    .renew(&self.region, ttl, *epoch, report.as_ref())
+                    .await
+                {
                     Ok(v) => self.granted(&v, sent, out).await,
                     Err(e) => Err(self.lease_err(e, out)),
                 }
             }
             Step::AcquireLease => {
                 let sent = self.clock.mono();
-                match p.witness.acquire(&self.region, ttl).await {
+                let report = self.report();
+                match p.witness.acquire(&self.region, ttl, report.as_ref()).await {
                     Ok(v) => self.granted(&v, sent, out).await,
                     Err(e) => Err(self.lease_err(e, out)),
                 }
@@ -411,7 +446,24 @@ where
             Step::WaitReplayed { lsn } => self.wait_replayed(*lsn).await,
             Step::Promote { epoch } => p.db.promote(*epoch).await.map(|_| ()).map_err(plane),
             Step::FlipDns { primary, epoch } => p.dns.flip(primary, *epoch).await.map_err(plane),
-            Step::SuspendSync { epoch } => p.db.set_sync(*epoch, false).await.map_err(plane),
+            Step::SuspendSync { epoch } => {
+                // The witness must know commits stop waiting for the peer BEFORE they do.
+                let report = HolderReport {
+                    synchronous: false,
+                    flushed_lsn: self.report().and_then(|r| r.flushed_lsn),
+                };
+                let sent = self.clock.mono();
+                match p
+                    .witness
+                    .renew(&self.region, ttl, *epoch, Some(&report))
+                    .await
+                {
+                    Ok(v) => self.granted(&v, sent, out).await?,
+                    Err(e) => return Err(self.lease_err(e, out)),
+                }
+                self.set_report(Some(report));
+                p.db.set_sync(*epoch, false).await.map_err(plane)
+            }
             Step::RestoreSync { epoch } => p.db.set_sync(*epoch, true).await.map_err(plane),
             Step::Rebuild { source, epoch } => p.db.rebuild(source, *epoch).await.map_err(plane),
             Step::Audit(event) => {

@@ -25,6 +25,11 @@
 
 pub mod adapters;
 pub mod audit;
+pub mod crd;
 pub mod decide;
+pub mod drill;
 pub mod exec;
+pub mod lab;
+pub mod observe;
 pub mod ports;
+pub mod standalone;

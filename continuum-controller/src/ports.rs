@@ -9,7 +9,7 @@
 
 use crate::audit::AuditEvent;
 use crate::decide::{Lsn, Operation};
-use contract::lease::LeaseView;
+use contract::lease::{HolderReport, LeaseView};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -38,17 +38,20 @@ pub trait Witness: Send + Sync {
     /// Reads the lease.
     fn read(&self) -> impl Future<Output = Result<LeaseView, WitnessPortError>> + Send;
     /// Acquires the lease for `holder` (free/expired, or own unexpired: extended). Never forces.
+    /// `report` (durability, flushed LSN) is stored with the lease for the peer to read.
     fn acquire(
         &self,
         holder: &str,
         ttl: Duration,
+        report: Option<&HolderReport>,
     ) -> impl Future<Output = Result<LeaseView, WitnessPortError>> + Send;
-    /// Renews `holder`'s lease held at `epoch`.
+    /// Renews `holder`'s lease held at `epoch`, storing `report` with it.
     fn renew(
         &self,
         holder: &str,
         ttl: Duration,
         epoch: u64,
+        report: Option<&HolderReport>,
     ) -> impl Future<Output = Result<LeaseView, WitnessPortError>> + Send;
     /// Releases `holder`'s lease held at `epoch`; a no-op when not held.
     fn release(

@@ -61,18 +61,18 @@ impl Drop for Server {
 async fn acquire_renew_release_track_the_generation() {
     let s = Server::start().await;
     let a = s.adapter("tok-a");
-    let v = a.acquire("region-a", TTL).await.unwrap();
+    let v = a.acquire("region-a", TTL, None).await.unwrap();
     assert_eq!(v.state.holder, "region-a");
     let epoch = v.state.epoch;
     assert!(epoch >= 1);
     assert_eq!(a.generation(), v.state.generation);
 
-    let r = a.renew("region-a", TTL, epoch).await.unwrap();
+    let r = a.renew("region-a", TTL, epoch, None).await.unwrap();
     assert_eq!(r.state.epoch, epoch, "a renew keeps the epoch");
     assert!(r.state.generation > v.state.generation);
     assert_eq!(a.generation(), r.state.generation);
     // Renew again from the tracked generation.
-    a.renew("region-a", TTL, epoch).await.unwrap();
+    a.renew("region-a", TTL, epoch, None).await.unwrap();
 
     // Releasing at another epoch is a no-op; at ours it frees the lease.
     a.release("region-a", epoch + 1).await.unwrap();
@@ -83,7 +83,7 @@ async fn acquire_renew_release_track_the_generation() {
 
     // The other region then acquires with a higher epoch.
     let b = s.adapter("tok-b");
-    let vb = b.acquire("region-b", TTL).await.unwrap();
+    let vb = b.acquire("region-b", TTL, None).await.unwrap();
     assert!(vb.state.epoch > epoch);
 }
 
@@ -92,8 +92,11 @@ async fn held_by_another_then_lost_after_expiry() {
     let s = Server::start().await;
     let a = s.adapter("tok-a");
     let b = s.adapter("tok-b");
-    let va = a.acquire("region-a", Duration::from_secs(1)).await.unwrap();
-    let err = b.acquire("region-b", TTL).await.unwrap_err();
+    let va = a
+        .acquire("region-a", Duration::from_secs(1), None)
+        .await
+        .unwrap();
+    let err = b.acquire("region-b", TTL, None).await.unwrap_err();
     assert!(
         matches!(&err, WitnessPortError::HeldByAnother(v) if v.state.holder == "region-a"),
         "{err:?}"
@@ -102,7 +105,7 @@ async fn held_by_another_then_lost_after_expiry() {
         "region-b acquires after expiry",
         Duration::from_secs(20),
         || async {
-            b.acquire("region-b", TTL)
+            b.acquire("region-b", TTL, None)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -110,7 +113,10 @@ async fn held_by_another_then_lost_after_expiry() {
     )
     .await
     .unwrap();
-    let err = a.renew("region-a", TTL, va.state.epoch).await.unwrap_err();
+    let err = a
+        .renew("region-a", TTL, va.state.epoch, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, WitnessPortError::LeaseLost(v) if v.state.holder == "region-b"),
         "{err:?}"
@@ -121,12 +127,12 @@ async fn held_by_another_then_lost_after_expiry() {
 async fn a_wrong_token_is_refused_and_a_dead_witness_is_unavailable() {
     let s = Server::start().await;
     let wrong = s.adapter("tok-nope");
-    let err = wrong.acquire("region-a", TTL).await.unwrap_err();
+    let err = wrong.acquire("region-a", TTL, None).await.unwrap_err();
     assert!(matches!(err, WitnessPortError::Refused(_)), "{err:?}");
     // tok-b may not act as region-a.
     let err = s
         .adapter("tok-b")
-        .acquire("region-a", TTL)
+        .acquire("region-a", TTL, None)
         .await
         .unwrap_err();
     assert!(matches!(err, WitnessPortError::Refused(_)), "{err:?}");

@@ -93,6 +93,9 @@ pub struct DbObservation {
     pub flush_lsn: Option<Lsn>,
     /// Primary: the peer's replayed LSN; standby: its own.
     pub replay_lsn: Option<Lsn>,
+    /// This server's own position: primary `pg_current_wal_flush_lsn()`, standby its replayed
+    /// LSN (what it would promote with).
+    pub local_lsn: Option<Lsn>,
     /// Bytes of WAL not replayed yet (primary: by the peer; standby: received, not replayed).
     pub lag_bytes: u64,
     /// Seconds of replay lag.
@@ -206,11 +209,17 @@ impl PgDatabase {
                 peer_sync_state: None,
                 flush_lsn: recv.as_deref().and_then(parse_lsn),
                 replay_lsn: replay.as_deref().and_then(parse_lsn),
+                local_lsn: replay.as_deref().and_then(parse_lsn),
                 lag_bytes: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
                 lag_seconds: to_u64(r.get(3)),
                 streaming: r.get(4),
             })
         } else {
+            let own: String = c
+                .query_one("select pg_current_wal_flush_lsn()::text", &[])
+                .await
+                .map_err(pg_err("reading pg_current_wal_flush_lsn"))?
+                .get(0);
             let r = c
                 .query_opt(
                     "select sync_state, flush_lsn::text, replay_lsn::text, \
@@ -228,6 +237,7 @@ impl PgDatabase {
                 peer_sync_state: None,
                 flush_lsn: None,
                 replay_lsn: None,
+                local_lsn: parse_lsn(&own),
                 lag_bytes: 0,
                 lag_seconds: 0,
                 streaming: false,
@@ -483,6 +493,10 @@ impl Database for PgDatabase {
             let c = self.connect().await?;
             self.alter_system(&c, &format!("alter system set {follow}"))
                 .await?;
+            // Follow without a slot: the new primary may not have one for this node (slots
+            // are not carried across rewinds and promotions).
+            self.alter_system(&c, "alter system set primary_slot_name = ''")
+                .await?;
             drop(c);
             // A clean stop: the walsender ships all WAL, the shutdown checkpoint included.
             self.pg_ctl(&node, "stop").await?;
@@ -490,7 +504,7 @@ impl Database for PgDatabase {
             // The server is down: append to postgresql.auto.conf (the last setting wins).
             let path = node.data_dir.join("postgresql.auto.conf");
             let mut text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-            text.push_str(&format!("{follow}\n"));
+            text.push_str(&format!("{follow}\nprimary_slot_name = ''\n"));
             tokio::fs::write(&path, text)
                 .await
                 .map_err(|e| PlaneError::Failed(format!("writing {}: {e}", path.display())))?;

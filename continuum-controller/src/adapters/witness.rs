@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use contract::lease::LeaseView;
+use contract::lease::{HolderReport, LeaseView};
 use witness_worker::client::{WitnessClient, WitnessError};
 
 use crate::ports::{Witness, WitnessPortError};
@@ -68,8 +68,13 @@ impl Witness for WitnessAdapter {
         Ok(v)
     }
 
-    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<LeaseView, WitnessPortError> {
-        match self.client.acquire(holder, ttl).await {
+    async fn acquire(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        report: Option<&HolderReport>,
+    ) -> Result<LeaseView, WitnessPortError> {
+        match self.client.acquire_reporting(holder, ttl, report).await {
             Ok(v) => {
                 self.remember(&v);
                 Ok(v)
@@ -86,9 +91,14 @@ impl Witness for WitnessAdapter {
         holder: &str,
         ttl: Duration,
         epoch: u64,
+        report: Option<&HolderReport>,
     ) -> Result<LeaseView, WitnessPortError> {
         let generation = self.generation();
-        match self.client.renew(holder, ttl, generation).await {
+        match self
+            .client
+            .renew_reporting(holder, ttl, generation, report)
+            .await
+        {
             Ok(v) => {
                 self.remember(&v);
                 if v.state.epoch != epoch {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::decide::{self, DbRole, Observed, OpKind, SwitchoverRequest};
-use contract::lease::{LeaseRecord, LeaseRequest};
+use contract::lease::{HolderReport, LeaseRecord, LeaseRequest};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -97,18 +97,34 @@ impl Witness for Fake {
             witness_now: Millis(s.witness_now),
         })
     }
-    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<LeaseView, WitnessPortError> {
+    async fn acquire(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        report: Option<&HolderReport>,
+    ) -> Result<LeaseView, WitnessPortError> {
         let _ = self.gate("witness.acquire").await;
-        self.lease(LeaseRequest::acquire(holder, ttl.as_millis() as i64))
+        let mut req = LeaseRequest::acquire(holder, ttl.as_millis() as i64);
+        req.report = report.cloned();
+        self.lease(req)
     }
     async fn renew(
         &self,
         holder: &str,
         ttl: Duration,
         _epoch: u64,
+        report: Option<&HolderReport>,
     ) -> Result<LeaseView, WitnessPortError> {
-        let _ = self.gate("witness.renew").await;
-        self.lease(LeaseRequest::renew(holder, ttl.as_millis() as i64))
+        let name = match report {
+            Some(r) => format!("witness.renew:sync={}", r.synchronous),
+            None => "witness.renew".to_owned(),
+        };
+        if let Err(e) = self.gate(&name).await {
+            return Err(WitnessPortError::Unavailable(e.to_string()));
+        }
+        let mut req = LeaseRequest::renew(holder, ttl.as_millis() as i64);
+        req.report = report.cloned();
+        self.lease(req)
     }
     async fn release(&self, holder: &str, _epoch: u64) -> Result<(), WitnessPortError> {
         let _ = self.gate("witness.release").await;
@@ -474,5 +490,53 @@ async fn a_restart_after_the_drain_compensates_when_the_target_stopped_streaming
         calls.iter().filter(|c| *c == "db.demote").count(),
         1,
         "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn suspend_sync_reports_asynchronous_to_the_witness_before_suspending() {
+    let f = Fake::with_lease_held_by_a();
+    let exec = executor(&f);
+    exec.set_report(Some(HolderReport {
+        synchronous: true,
+        flushed_lsn: Some("0/3000060".into()),
+    }));
+    let plan = Plan {
+        steps: vec![Step::SuspendSync { epoch: 1 }],
+        ..Plan::default()
+    };
+    let out = exec.run(&plan).await;
+    assert!(out.stopped.is_none(), "{:?}", out.stopped);
+    let calls = f.calls();
+    let renew = calls.iter().position(|c| c == "witness.renew:sync=false");
+    let off = calls.iter().position(|c| c == "db.sync_off");
+    assert!(renew.is_some() && renew < off, "{calls:?}");
+    let stored = f.0.lock().unwrap().lease.state.report.clone().unwrap();
+    assert!(!stored.synchronous);
+    assert_eq!(stored.flushed_lsn.as_deref(), Some("0/3000060"));
+    assert_eq!(exec.report().map(|r| r.synchronous), Some(false));
+}
+
+#[tokio::test]
+async fn suspend_sync_keeps_commits_synchronous_when_the_witness_did_not_take_the_report() {
+    let f = Fake::with_lease_held_by_a();
+    f.set(|s| s.fail = Some("witness.renew:sync=false"));
+    let exec = executor(&f);
+    let plan = Plan {
+        steps: vec![Step::SuspendSync { epoch: 1 }],
+        ..Plan::default()
+    };
+    let out = exec.run(&plan).await;
+    assert!(matches!(
+        out.stopped,
+        Some(Stopped::Failed {
+            step: "suspend-sync",
+            ..
+        })
+    ));
+    assert!(
+        !f.calls().iter().any(|c| c == "db.sync_off"),
+        "{:?}",
+        f.calls()
     );
 }

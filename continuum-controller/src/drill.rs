@@ -1,0 +1,494 @@
+//! The drill: a ledger-keeping writer against the lab while regions are killed, switched over
+//! and failed back.
+//!
+//! The writer tries, every `interval`, to commit one numbered row in EACH region's database
+//! (`insert into ledger`), and records every acknowledged commit with its region and instants.
+//! A region that is not the writable primary refuses (read-only, in recovery, down), so:
+//! - `dual_writers` counts rounds in which BOTH regions acknowledged a write: two regions
+//!   with write authority at the same instant;
+//! - `lost_tx` counts acknowledged rows missing from the current primary, checked after every
+//!   failover, switchover and failback;
+//! - RTO is kill → first acknowledged write on the new primary; switchover unavailability is
+//!   the gap between the last acknowledged write on the old primary and the first on the new.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+
+use crate::lab::{Lab, LabError, REGIONS};
+
+/// One acknowledged commit.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// Row number.
+    pub n: i64,
+    /// Region that acknowledged it.
+    pub region: usize,
+    /// When it was sent.
+    pub sent: Instant,
+    /// When the acknowledgement arrived.
+    pub acked: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    acks: Vec<Ack>,
+    dual_rounds: u64,
+    rounds: u64,
+}
+
+/// The writer task's handle.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Writer {
+    /// Starts writing to both regions every `interval`; stops when `stop` flips.
+    pub fn start(
+        conninfos: [String; 2],
+        interval: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Writer {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let w = Writer {
+            ledger: ledger.clone(),
+        };
+        tokio::spawn(async move {
+            let mut clients: [Option<tokio_postgres::Client>; 2] = [None, None];
+            let mut n: i64 = 0;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !*stop.borrow() {
+                tick.tick().await;
+                let round: Vec<(usize, i64)> = (0..2)
+                    .map(|i| {
+                        n += 1;
+                        (i, n)
+                    })
+                    .collect();
+                let mut futs = Vec::new();
+                for (i, slot) in clients.iter_mut().enumerate() {
+                    let info = conninfos[i].clone();
+                    let num = round[i].1;
+                    let c = slot.take();
+                    futs.push(async move { write_one(c, &info, num, i).await });
+                }
+                let results = futures_util::future::join_all(futs).await;
+                let mut acked_regions = 0;
+                let mut l = lock(&ledger);
+                l.rounds += 1;
+                for (i, (client, ack)) in results.into_iter().enumerate() {
+                    clients[i] = client;
+                    if let Some(a) = ack {
+                        acked_regions += 1;
+                        l.acks.push(a);
+                    }
+                }
+                if acked_regions == 2 {
+                    l.dual_rounds += 1;
+                }
+            }
+        });
+        w
+    }
+
+    /// Acknowledged commits so far.
+    pub fn acks(&self) -> Vec<Ack> {
+        lock(&self.ledger).acks.clone()
+    }
+
+    /// Rounds in which both regions acknowledged.
+    pub fn dual_rounds(&self) -> u64 {
+        lock(&self.ledger).dual_rounds
+    }
+
+    /// Rounds so far.
+    pub fn rounds(&self) -> u64 {
+        lock(&self.ledger).rounds
+    }
+
+    /// The first ack by `region` sent at or after `since`.
+    pub fn first_ack_after(&self, region: usize, since: Instant) -> Option<Ack> {
+        lock(&self.ledger)
+            .acks
+            .iter()
+            .find(|a| a.region == region && a.sent >= since)
+            .cloned()
+    }
+
+    /// The last ack by `region` acknowledged before `before`.
+    pub fn last_ack_before(&self, region: usize, before: Instant) -> Option<Ack> {
+        lock(&self.ledger)
+            .acks
+            .iter()
+            .rev()
+            .find(|a| a.region == region && a.acked < before)
+            .cloned()
+    }
+}
+
+async fn write_one(
+    client: Option<tokio_postgres::Client>,
+    conninfo: &str,
+    n: i64,
+    region: usize,
+) -> (Option<tokio_postgres::Client>, Option<Ack>) {
+    let client = match client {
+        Some(c) if !c.is_closed() => c,
+        _ => {
+            let Ok(Ok((c, conn))) = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio_postgres::connect(conninfo, NoTls),
+            )
+            .await
+            else {
+                return (None, None);
+            };
+            tokio::spawn(conn);
+            c
+        }
+    };
+    let sent = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.execute(
+            "insert into ledger (n, region) values ($1, $2)",
+            &[&n, &REGIONS[region]],
+        ),
+    )
+    .await;
+    match r {
+        Ok(Ok(_)) => (
+            Some(client),
+            Some(Ack {
+                n,
+                region,
+                sent,
+                acked: Instant::now(),
+            }),
+        ),
+        // A timed-out commit has an unknown outcome: not acknowledged, and the session may
+        // still wait inside COMMIT, so drop it.
+        Err(_) => (None, None),
+        Ok(Err(_)) => (Some(client), None),
+    }
+}
+
+/// Drill settings.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// Kills of the primary region.
+    pub kills: u32,
+    /// Planned switchovers.
+    pub switchovers: u32,
+    /// Run the approved failback at the end.
+    pub failback: bool,
+    /// Writer interval.
+    pub interval: Duration,
+}
+
+/// The drill's figures.
+#[derive(Debug, Clone, Default)]
+pub struct DrillReport {
+    /// Kills done.
+    pub kills: u32,
+    /// Switchovers done (the failback not included).
+    pub switchovers: u32,
+    /// Failbacks done.
+    pub failbacks: u32,
+    /// Acknowledged rows missing on a primary after a change.
+    pub lost_tx: u64,
+    /// Rounds in which both regions acknowledged a write.
+    pub dual_writers: u64,
+    /// Kill → first acknowledged write on the new primary, ms.
+    pub rto_ms: Vec<u64>,
+    /// Switchover write unavailability, ms.
+    pub switchover_ms: Vec<u64>,
+    /// Acknowledged writes in total.
+    pub acked: usize,
+}
+
+/// The `q`-quantile (nearest rank) of `v` (0 when empty).
+pub fn quantile(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+impl DrillReport {
+    /// The one summary line.
+    pub fn line(&self) -> String {
+        format!(
+            "drill: kills={} switchovers={} lost_tx={} dual_writers={} rto_p50_ms={} rto_p99_ms={} switchover_p99_ms={}",
+            self.kills,
+            self.switchovers,
+            self.lost_tx,
+            self.dual_writers,
+            quantile(&self.rto_ms, 0.5),
+            quantile(&self.rto_ms, 0.99),
+            quantile(&self.switchover_ms, 0.99),
+        )
+    }
+}
+
+/// A tiny xorshift generator for kill phases (no cryptographic use).
+struct XorShift(u64);
+
+impl XorShift {
+    fn seeded() -> XorShift {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64);
+        XorShift(t | 1)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        if n == 0 { 0 } else { self.0 % n }
+    }
+}
+
+fn index_of(region: &str) -> usize {
+    usize::from(region != REGIONS[0])
+}
+
+/// Counts acknowledged rows (up to now) missing from `region`'s database.
+async fn lost_on(lab: &Lab, w: &Writer, region: &str) -> Result<u64, LabError> {
+    let (c, conn) = tokio_postgres::connect(&lab.conninfo(region), NoTls)
+        .await
+        .map_err(|e| LabError::Failed(format!("ledger check on {region}: {e}")))?;
+    tokio::spawn(conn);
+    let acks = w.acks();
+    let rows = c
+        .query("select n from ledger", &[])
+        .await
+        .map_err(|e| LabError::Failed(format!("ledger check on {region}: {e}")))?;
+    let present: BTreeSet<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).collect();
+    let missing: Vec<i64> = acks
+        .iter()
+        .map(|a| a.n)
+        .filter(|n| !present.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "LOST on {region}: {} acknowledged rows missing, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    Ok(missing.len() as u64)
+}
+
+async fn wait_first_ack(
+    w: &Writer,
+    lab: &Lab,
+    region: usize,
+    since: Instant,
+    limit: Duration,
+) -> Result<Ack, LabError> {
+    let deadline = since + limit;
+    loop {
+        if let Some(a) = w.first_ack_after(region, since) {
+            return Ok(a);
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Timeout(format!(
+                "no write acknowledged by {} within {limit:?}: {}",
+                REGIONS[region],
+                lab.describe()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the drill against a healthy lab, printing progress; returns the figures.
+pub async fn run(
+    lab: &mut Lab,
+    opts: &DrillOptions,
+    ttl: Duration,
+    renew: Duration,
+) -> Result<DrillReport, LabError> {
+    let mut rng = XorShift::seeded();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let w = Writer::start(
+        [lab.conninfo(REGIONS[0]), lab.conninfo(REGIONS[1])],
+        opts.interval,
+        stop_rx,
+    );
+    let mut rep = DrillReport::default();
+    let heal = ttl * 2 + Duration::from_secs(90);
+    let total = opts.kills + opts.switchovers;
+    let mut step = 0;
+    let (mut k, mut s) = (0, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while k < opts.kills || s < opts.switchovers {
+        step += 1;
+        let primary = lab
+            .primary()
+            .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
+        let other = REGIONS
+            .iter()
+            .find(|r| **r != primary)
+            .copied()
+            .unwrap_or_default();
+        let do_kill = k < opts.kills && (s >= opts.switchovers || k <= s);
+        if do_kill {
+            k += 1;
+            // Kill at a random phase of the renew cycle (healthy is first seen right after a
+            // renew, which would make every kill wait the full TTL).
+            tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+            let left = lab.lease_remaining_ms().await.unwrap_or(-1);
+            let t0 = Instant::now();
+            lab.kill_region(&primary).await?;
+            let ack =
+                wait_first_ack(&w, lab, index_of(other), t0, ttl + Duration::from_secs(60)).await?;
+            let rto = ack.acked.duration_since(t0).as_millis() as u64;
+            rep.rto_ms.push(rto);
+            let lost = lost_on(lab, &w, other).await?;
+            rep.lost_tx += lost;
+            rep.kills += 1;
+            println!(
+                "[{step}/{total}] kill {primary}: {other} took writes after {rto} ms (lease had {left} ms left: takeover {} ms after expiry); lost {lost}; restarting {primary}",
+                i64::try_from(rto).unwrap_or(i64::MAX) - left
+            );
+            lab.restart_region(&primary).await?;
+        } else {
+            s += 1;
+            let id = format!("drill-switchover-{s}");
+            let t0 = Instant::now();
+            lab.request_switchover(Some((id, other.to_owned())))?;
+            let first =
+                wait_first_ack(&w, lab, index_of(other), t0, Duration::from_secs(60)).await?;
+            let gap = w
+                .last_ack_before(index_of(&primary), first.acked)
+                .map_or(0, |last| {
+                    first.acked.duration_since(last.acked).as_millis() as u64
+                });
+            rep.switchover_ms.push(gap);
+            let lost = lost_on(lab, &w, other).await?;
+            rep.lost_tx += lost;
+            rep.switchovers += 1;
+            println!(
+                "[{step}/{total}] switchover {primary} → {other}: writes unavailable {gap} ms; lost {lost}"
+            );
+        }
+        lab.wait_healthy(heal).await?;
+        lab.request_switchover(None)?;
+    }
+    if opts.failback {
+        let home = REGIONS[0];
+        if lab.primary().as_deref() == Some(home) {
+            // Move away first so there is something to fail back.
+            let t0 = Instant::now();
+            lab.request_switchover(Some(("drill-away".into(), REGIONS[1].to_owned())))?;
+            wait_first_ack(&w, lab, 1, t0, Duration::from_secs(60)).await?;
+            lab.wait_healthy(heal).await?;
+            lab.request_switchover(None)?;
+            rep.switchovers += 1;
+            println!(
+                "[extra] switchover {home} → {} before the failback",
+                REGIONS[1]
+            );
+        }
+        let away = REGIONS[1];
+        lab.request_failback(Some(("drill-failback".into(), false)))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting = lab.status(away).is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.kind == crate::decide::ConditionKind::FailbackAwaitingApproval)
+            });
+            if waiting {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Timeout(format!(
+                    "failback never reported FailbackAwaitingApproval: {}",
+                    lab.describe()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if lab.primary().as_deref() != Some(away) {
+            return Err(LabError::Failed("failback ran without approval".into()));
+        }
+        println!("failback to {home} requested: waiting for approval (FailbackAwaitingApproval)");
+        let t0 = Instant::now();
+        lab.request_failback(Some(("drill-failback".into(), true)))?;
+        let first = wait_first_ack(&w, lab, 0, t0, Duration::from_secs(60)).await?;
+        let gap = w.last_ack_before(1, first.acked).map_or(0, |last| {
+            first.acked.duration_since(last.acked).as_millis() as u64
+        });
+        let lost = lost_on(lab, &w, home).await?;
+        rep.lost_tx += lost;
+        rep.failbacks += 1;
+        lab.wait_healthy(heal).await?;
+        lab.request_failback(None)?;
+        println!("approved failback {away} → {home}: writes unavailable {gap} ms; lost {lost}");
+    }
+    let _ = stop_tx.send(true);
+    tokio::time::sleep(opts.interval * 3).await;
+    rep.dual_writers = w.dual_rounds();
+    rep.acked = w.acks().len();
+    let per_region: HashMap<usize, usize> = w.acks().iter().fold(HashMap::new(), |mut m, a| {
+        *m.entry(a.region).or_default() += 1;
+        m
+    });
+    println!(
+        "ledger: {} rounds, {} acknowledged writes ({} on {}, {} on {})",
+        w.rounds(),
+        rep.acked,
+        per_region.get(&0).copied().unwrap_or(0),
+        REGIONS[0],
+        per_region.get(&1).copied().unwrap_or(0),
+        REGIONS[1]
+    );
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        assert_eq!(quantile(&[], 0.5), 0);
+        assert_eq!(quantile(&[5], 0.99), 5);
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), 50);
+        assert_eq!(quantile(&v, 0.99), 99);
+        assert_eq!(quantile(&[3, 1, 2], 0.5), 2);
+    }
+
+    #[test]
+    fn the_summary_line_has_the_agreed_shape() {
+        let r = DrillReport {
+            kills: 2,
+            switchovers: 1,
+            rto_ms: vec![100, 200],
+            switchover_ms: vec![50],
+            ..DrillReport::default()
+        };
+        assert_eq!(
+            r.line(),
+            "drill: kills=2 switchovers=1 lost_tx=0 dual_writers=0 rto_p50_ms=100 rto_p99_ms=200 switchover_p99_ms=50"
+        );
+    }
+}

@@ -1,0 +1,586 @@
+//! The lab: two regions on loopback with REAL parts, for the drill and for operators to try
+//! the controller.
+//!
+//! - PostgreSQL 15: region `region-a` is the primary, `region-b` its synchronous standby
+//!   (`synchronous_commit = remote_apply`), started through `testkit`;
+//! - `witness-server` (the witness's native build), in this process;
+//! - PowerDNS with the application's LUA `ifurlup` record over both regions' route fronts
+//!   (`127.0.0.2` and `127.0.0.3`, same port);
+//! - NATS with JetStream for the audit stream;
+//! - one `continuum-controller run` process per region, serving that region's route front, so
+//!   that killing "the region" kills its database, its route and its controller together.
+//!
+//! A region's database BOOTS FENCED ([`Lab::restart_region`] sets
+//! `default_transaction_read_only = on` before starting it, like a fencing annotation that
+//! survives restarts): after a crash only its controller, holding the lease, opens it again.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use testkit::{NatsServer, Pg, PgPair, PowerDns};
+
+use crate::ports::Dns as _;
+use crate::standalone::{
+    Endpoints, PgEndpoint, PowerDnsEndpoint, RegionEndpoint, RegionStatus, WitnessEndpoint,
+    read_status,
+};
+
+/// The two regions of the lab, in order (`region-a` starts as primary and is the home).
+pub const REGIONS: [&str; 2] = ["region-a", "region-b"];
+const ZONE: &str = "dr.test.";
+const HOST: &str = "app.dr.test";
+const WITNESS_TOKEN: &str = "lab-witness-token";
+const IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
+
+/// Lab errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A real service could not be started.
+    #[error("starting {what}: {message}")]
+    Start {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// File I/O.
+    #[error("lab files: {0}")]
+    Io(#[from] std::io::Error),
+    /// A region did not reach the awaited state.
+    #[error("{0}")]
+    Timeout(String),
+    /// A process or database operation failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn start_err(what: &'static str) -> impl Fn(String) -> LabError {
+    move |message| LabError::Start { what, message }
+}
+
+/// Lab settings.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Directory for the config, endpoints, state and logs (created).
+    pub dir: PathBuf,
+    /// Lease TTL, seconds.
+    pub ttl_seconds: u32,
+    /// Renew interval, seconds.
+    pub renew_seconds: u32,
+    /// `default` or `strict`.
+    pub durability: String,
+    /// The controller executable (normally this one).
+    pub controller_bin: PathBuf,
+    /// Longest pause between two controller ticks, ms.
+    pub tick_ms: u64,
+}
+
+/// Where the lab's parts listen (`lab.json`, read by `status` and `lab down`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabInfo {
+    /// The supervising process (`lab down` signals it).
+    pub pid: u32,
+    /// The lab directory.
+    pub dir: PathBuf,
+    /// Witness URL.
+    pub witness_url: String,
+    /// NATS URL.
+    pub nats_url: String,
+    /// PowerDNS authoritative address.
+    pub dns: SocketAddr,
+    /// The application's hostname.
+    pub host: String,
+    /// Region → PostgreSQL conninfo.
+    pub postgres: BTreeMap<String, String>,
+    /// Region → route front URL.
+    pub fronts: BTreeMap<String, String>,
+}
+
+/// A running lab. Dropping it stops every part.
+pub struct Lab {
+    opts: LabOptions,
+    pair: PgPair,
+    _pdns: PowerDns,
+    _nats: NatsServer,
+    _witness_stop: tokio::sync::oneshot::Sender<()>,
+    controllers: BTreeMap<String, tokio::process::Child>,
+    info: LabInfo,
+    config_path: PathBuf,
+    endpoints_path: PathBuf,
+    spec_extra: SpecExtra,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab").field("info", &self.info).finish()
+    }
+}
+
+/// Requests written into the Continuum file.
+#[derive(Debug, Clone, Default)]
+struct SpecExtra {
+    switchover: Option<(String, String)>,
+    failback: Option<(String, bool)>,
+}
+
+impl Lab {
+    /// Starts every part and both controllers; returns once a primary holds the lease and
+    /// serves writes with a synchronous standby.
+    pub async fn up(opts: LabOptions) -> Result<Lab, LabError> {
+        std::fs::create_dir_all(&opts.dir)?;
+        let pair = PgPair::start()
+            .await
+            .map_err(|e| start_err("PostgreSQL pair")(e.to_string()))?;
+        let pdns = PowerDns::start()
+            .await
+            .map_err(|e| start_err("PowerDNS")(e.to_string()))?;
+        let nats = NatsServer::start()
+            .await
+            .map_err(|e| start_err("NATS")(e.to_string()))?;
+        let (witness_url, witness_stop) = start_witness(&opts.dir).await?;
+        pdns.create_zone(ZONE)
+            .await
+            .map_err(|e| start_err("PowerDNS zone")(e.to_string()))?;
+        // The application's table for the drill's ledger.
+        let c = pair
+            .primary()
+            .connect()
+            .await
+            .map_err(|e| start_err("PostgreSQL")(e.to_string()))?;
+        c.batch_execute(
+            "create table if not exists ledger (n bigint primary key, region text not null, \
+             at timestamptz not null default now())",
+        )
+        .await
+        .map_err(|e| start_err("ledger table")(e.to_string()))?;
+        drop(c);
+
+        let port = front_port()?;
+        let mut regions = BTreeMap::new();
+        let mut fronts = BTreeMap::new();
+        let mut postgres = BTreeMap::new();
+        for (i, r) in REGIONS.iter().enumerate() {
+            let pg = node(&pair, r);
+            let addr = SocketAddr::from((IPS[i], port));
+            let app_name = if i == 0 {
+                "primary"
+            } else {
+                testkit::postgres::STANDBY_NAME
+            };
+            regions.insert(
+                (*r).to_owned(),
+                RegionEndpoint {
+                    ip: IPS[i].to_string(),
+                    front_url: format!("http://{addr}"),
+                    front_listen: Some(addr),
+                    postgres: PgEndpoint {
+                        conninfo: pg
+                            .conninfo()
+                            .replace("connect_timeout=10", "connect_timeout=2"),
+                        application_name: app_name.to_owned(),
+                        data_dir: pg.data_dir().to_owned(),
+                        bindir: std::env::var_os("TESTKIT_PG_BINDIR")
+                            .map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from),
+                        log: pg.log_path(),
+                        port: pg.port(),
+                        run_as: nix_is_root().then(|| "postgres".to_owned()),
+                    },
+                },
+            );
+            fronts.insert((*r).to_owned(), format!("http://{addr}"));
+            postgres.insert((*r).to_owned(), pg.conninfo());
+        }
+        let endpoints = Endpoints {
+            witness: WitnessEndpoint {
+                url: witness_url.clone(),
+                slot: None,
+            },
+            nats_url: Some(nats.url()),
+            powerdns: Some(PowerDnsEndpoint {
+                api_url: pdns.api_url(),
+                zone: ZONE.to_owned(),
+                hostnames: vec![HOST.to_owned()],
+                probe_url: format!("http://probe.{}:{port}/healthz", ZONE.trim_end_matches('.')),
+                servers: vec![pdns.dns_addr()],
+                verify_timeout_ms: 20_000,
+            }),
+            regions,
+        };
+        let endpoints_path = opts.dir.join("endpoints.yaml");
+        std::fs::write(
+            &endpoints_path,
+            serde_yaml::to_string(&endpoints).map_err(|e| LabError::Failed(e.to_string()))?,
+        )?;
+        let info = LabInfo {
+            pid: std::process::id(),
+            dir: opts.dir.clone(),
+            witness_url,
+            nats_url: nats.url(),
+            dns: pdns.dns_addr(),
+            host: HOST.to_owned(),
+            postgres,
+            fronts,
+        };
+        crate::standalone::write_json_atomically(&opts.dir.join("lab.json"), &info)?;
+        let mut lab = Lab {
+            config_path: opts.dir.join("continuum.yaml"),
+            endpoints_path,
+            opts,
+            pair,
+            _pdns: pdns,
+            _nats: nats,
+            _witness_stop: witness_stop,
+            controllers: BTreeMap::new(),
+            info,
+            spec_extra: SpecExtra::default(),
+        };
+        lab.write_config()?;
+        // The initial record: the home region, epoch 0 (every promotion writes a higher one).
+        lab.initial_dns(port).await?;
+        for r in REGIONS {
+            lab.spawn_controller(r)?;
+        }
+        lab.wait_healthy(Duration::from_secs(90)).await?;
+        Ok(lab)
+    }
+
+    /// Where the parts listen.
+    pub fn info(&self) -> &LabInfo {
+        &self.info
+    }
+
+    /// The lab directory.
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    async fn initial_dns(&self, port: u16) -> Result<(), LabError> {
+        let ep =
+            Endpoints::load(&self.endpoints_path).map_err(|e| LabError::Failed(e.to_string()))?;
+        let Some(p) = ep.powerdns else {
+            return Ok(());
+        };
+        let control = pdm_client::PowerDnsBackend::new(pdm_client::PowerDnsConfig::new(
+            &p.api_url,
+            self._pdns.api_key(),
+        ))
+        .map_err(|e| LabError::Failed(e.to_string()))?;
+        let mut placement =
+            pdm_client::PlacementSpec::new(pdm_client::Placement::ActiveHotStandby, REGIONS[0]);
+        for (i, r) in REGIONS.iter().enumerate() {
+            placement = placement.region(pdm_client::RegionSpec::new(*r, [IPS[i].to_string()]));
+        }
+        let dns = crate::adapters::dns::PdmDns::new(
+            std::sync::Arc::new(control),
+            None,
+            crate::adapters::dns::DnsConfig {
+                zone: p.zone,
+                hostnames: p.hostnames,
+                spec: placement
+                    .probe_url(format!(
+                        "http://probe.{}:{port}/healthz",
+                        ZONE.trim_end_matches('.')
+                    ))
+                    .timing(1, 1),
+                verify_timeout: Duration::from_secs(5),
+            },
+        );
+        dns.flip(REGIONS[0], 0)
+            .await
+            .map_err(|e| LabError::Failed(format!("initial DNS record: {e}")))
+    }
+
+    /// Rewrites the Continuum file (the controllers re-read it when it changes).
+    fn write_config(&self) -> Result<(), LabError> {
+        let mut switchover = String::new();
+        if let Some((id, target)) = &self.spec_extra.switchover {
+            switchover = format!(
+                "  switchover:\n    requested: true\n    id: {id}\n    targetRegion: {target}\n"
+            );
+        }
+        let mut failback = String::new();
+        if let Some((id, approved)) = &self.spec_extra.failback {
+            failback = format!(
+                "  failback:\n    requested: true\n    id: {id}\n    approvalRequired: true\n    approved: {approved}\n"
+            );
+        }
+        let text = format!(
+            "# Written by `continuum-controller lab`: the lab's Continuum (same shape as the CR).\n\
+             apiVersion: dr.openova.io/v1\nkind: Continuum\nmetadata:\n  name: lab-app-dr\n  namespace: lab\n\
+             spec:\n  applicationRef: lab-app\n  primaryRegion: {a}\n  hotStandbyRegions: [{b}]\n\
+             \x20 leaseClient:\n    kind: cloudflare-kv\n    config:\n      ttlSeconds: {ttl}\n      renewSeconds: {renew}\n\
+             \x20 rpo: 0s\n  autoFailover: true\n  durability: {dur}\n{switchover}{failback}",
+            a = REGIONS[0],
+            b = REGIONS[1],
+            ttl = self.opts.ttl_seconds,
+            renew = self.opts.renew_seconds,
+            dur = self.opts.durability,
+        );
+        // Write then rename: a controller never reads half a file.
+        let tmp = self.config_path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.config_path)?;
+        Ok(())
+    }
+
+    /// Requests a planned switchover to `target` with request id `id` (`None` clears it).
+    pub fn request_switchover(&mut self, req: Option<(String, String)>) -> Result<(), LabError> {
+        self.spec_extra.switchover = req;
+        self.write_config()
+    }
+
+    /// Requests a failback to the home region (`None` clears it).
+    pub fn request_failback(&mut self, req: Option<(String, bool)>) -> Result<(), LabError> {
+        self.spec_extra.failback = req;
+        self.write_config()
+    }
+
+    /// Starts region `r`'s controller process.
+    pub fn spawn_controller(&mut self, r: &str) -> Result<(), LabError> {
+        let state = self.opts.dir.join(r);
+        std::fs::create_dir_all(&state)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join("controller.log"))?;
+        let child = tokio::process::Command::new(&self.opts.controller_bin)
+            .arg("run")
+            .arg("--region")
+            .arg(r)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--endpoints")
+            .arg(&self.endpoints_path)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--tick-ms")
+            .arg(self.opts.tick_ms.to_string())
+            .env("CONTINUUM_WITNESS_TOKEN", WITNESS_TOKEN)
+            .env("CONTINUUM_POWERDNS_API_KEY", self._pdns.api_key())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                LabError::Failed(format!(
+                    "spawning {}: {e}",
+                    self.opts.controller_bin.display()
+                ))
+            })?;
+        self.controllers.insert(r.to_owned(), child);
+        Ok(())
+    }
+
+    /// SIGKILLs region `r`: its controller (and with it the route front) and its database.
+    pub async fn kill_region(&mut self, r: &str) -> Result<(), LabError> {
+        let ctl = async {
+            if let Some(mut c) = self.controllers.remove(r) {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+        };
+        let pg = node(&self.pair, r);
+        let db = async {
+            if pg.is_running() {
+                pg.kill_server()
+                    .await
+                    .map_err(|e| LabError::Failed(format!("killing {r}'s database: {e}")))
+            } else {
+                Ok(())
+            }
+        };
+        let ((), db) = tokio::join!(ctl, db);
+        db
+    }
+
+    /// Brings region `r` back after a kill: its database boots fenced, then its controller
+    /// starts (and rebuilds the database as a standby when the peer holds the lease).
+    pub async fn restart_region(&mut self, r: &str) -> Result<(), LabError> {
+        let pg = node(&self.pair, r);
+        if !pg.is_running() {
+            boot_fenced(pg)?;
+            pg.start_server()
+                .await
+                .map_err(|e| LabError::Failed(format!("starting {r}'s database: {e}")))?;
+        }
+        self.spawn_controller(r)
+    }
+
+    /// Region `r`'s last status (None before its first write).
+    pub fn status(&self, r: &str) -> Option<RegionStatus> {
+        read_status(&self.opts.dir.join(r).join("status.json")).ok()
+    }
+
+    /// The region that holds write authority according to the status files.
+    pub fn primary(&self) -> Option<String> {
+        REGIONS
+            .iter()
+            .filter_map(|r| self.status(r))
+            .find(|s| s.authority && s.db_role == crate::decide::DbRole::Primary && !s.read_only)
+            .map(|s| s.region)
+    }
+
+    /// True when one region is primary with authority, its lease report says synchronous and
+    /// the other is a streaming standby.
+    pub fn healthy(&self) -> bool {
+        let Some(p) = self.primary() else {
+            return false;
+        };
+        let Some(ps) = self.status(&p) else {
+            return false;
+        };
+        let other = REGIONS
+            .iter()
+            .find(|r| **r != p)
+            .copied()
+            .unwrap_or_default();
+        let Some(os) = self.status(other) else {
+            return false;
+        };
+        let fresh = |s: &RegionStatus| {
+            let now = crate::exec::Clock::wall(&crate::exec::SystemClock::new());
+            now.since(s.updated_at) < 3_000
+        };
+        fresh(&ps)
+            && fresh(&os)
+            && ps.lease_synchronous == Some(true)
+            && ps.replication.sync
+            && !ps.drained
+            && os.db_role == crate::decide::DbRole::Standby
+            && os.replication.streaming
+            && ps.operation.is_none()
+            && os.operation.is_none()
+    }
+
+    /// Waits until [`Lab::healthy`].
+    pub async fn wait_healthy(&self, limit: Duration) -> Result<(), LabError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.healthy() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LabError::Timeout(format!(
+                    "the lab did not become healthy within {limit:?}: {}",
+                    self.describe()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// One line per region: role, authority, lease, conditions, last error.
+    pub fn describe(&self) -> String {
+        REGIONS
+            .iter()
+            .map(|r| match self.status(r) {
+                Some(s) => format!(
+                    "{r}: db={:?} ro={} drained={} authority={} lease={}@{} sync={:?} streaming={} op={:?} conditions={:?} err={:?}",
+                    s.db_role,
+                    s.read_only,
+                    s.drained,
+                    s.authority,
+                    s.lease_holder,
+                    s.lease_epoch,
+                    s.lease_synchronous,
+                    s.replication.streaming,
+                    s.operation.as_ref().map(|o| (&o.id, &o.step)),
+                    s.conditions.iter().map(|c| c.kind).collect::<Vec<_>>(),
+                    s.last_error
+                ),
+                None => format!("{r}: no status"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Milliseconds of lease validity left now, as the witness answers (0: free or expired).
+    pub async fn lease_remaining_ms(&self) -> Result<i64, LabError> {
+        let client = witness_worker::client::WitnessClient::new(
+            witness_worker::client::ClientConfig::new(&self.info.witness_url, WITNESS_TOKEN),
+            "lab/lab-app-dr",
+        )
+        .map_err(|e| LabError::Failed(e.to_string()))?;
+        let v = client
+            .read()
+            .await
+            .map_err(|e| LabError::Failed(format!("reading the lease: {e}")))?;
+        Ok(v.state.remaining_ms(v.witness_now))
+    }
+
+    /// Region `r`'s conninfo.
+    pub fn conninfo(&self, r: &str) -> String {
+        node(&self.pair, r).conninfo()
+    }
+
+    /// Stops the controllers, then every part (by drop).
+    pub async fn down(mut self) {
+        for (_, mut c) in std::mem::take(&mut self.controllers) {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+}
+
+fn node<'a>(pair: &'a PgPair, r: &str) -> &'a Pg {
+    if r == REGIONS[0] {
+        pair.primary()
+    } else {
+        pair.standby()
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    })
+}
+
+/// Sets `default_transaction_read_only = on` in the stopped node's `postgresql.auto.conf`.
+fn boot_fenced(pg: &Pg) -> Result<(), LabError> {
+    let path = pg.data_dir().join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str("default_transaction_read_only = 'on'\n");
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+/// A port free on both region addresses.
+fn front_port() -> Result<u16, LabError> {
+    for _ in 0..50 {
+        let port = testkit::free_port().map_err(|e| LabError::Failed(e.to_string()))?;
+        let free = IPS
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok());
+        if free {
+            return Ok(port);
+        }
+    }
+    Err(LabError::Failed(
+        "no port free on 127.0.0.2 and 127.0.0.3".into(),
+    ))
+}
+
+async fn start_witness(dir: &Path) -> Result<(String, tokio::sync::oneshot::Sender<()>), LabError> {
+    use witness_worker::auth::Tokens;
+    use witness_worker::server::{Witness, serve, system_clock};
+    use witness_worker::store::FileStore;
+    let store = FileStore::open(dir.join("witness.json"))
+        .map_err(|e| start_err("witness")(e.to_string()))?;
+    let tokens = Tokens::from_json(&format!(r#"{{"{WITNESS_TOKEN}":["*"]}}"#))
+        .map_err(|e| start_err("witness")(e.to_string()))?;
+    let w = Witness::new(store, tokens, system_clock());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, w, async {
+        let _ = rx.await;
+    }));
+    Ok((url, tx))
+}
