@@ -31,6 +31,8 @@ pub struct Ack {
     pub sent: Instant,
     /// When the acknowledgement arrived.
     pub acked: Instant,
+    /// The same instant on the wall clock (compared with the witness's grant times).
+    pub acked_wall: std::time::SystemTime,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +175,7 @@ async fn write_one(
                 region,
                 sent,
                 acked: Instant::now(),
+                acked_wall: std::time::SystemTime::now(),
             }),
         ),
         // A timed-out commit has an unknown outcome: not acknowledged, and the session may
@@ -189,6 +192,8 @@ pub struct DrillOptions {
     pub kills: u32,
     /// Planned switchovers.
     pub switchovers: u32,
+    /// Partitions of the primary region from the witness.
+    pub partitions: u32,
     /// Run the approved failback at the end.
     pub failback: bool,
     /// Writer interval.
@@ -202,6 +207,11 @@ pub struct DrillReport {
     pub kills: u32,
     /// Switchovers done (the failback not included).
     pub switchovers: u32,
+    /// Partitions done.
+    pub partitions: u32,
+    /// Partitions in which the primary stopped acknowledging writes only AFTER the standby
+    /// was granted the lease (must be 0).
+    pub fence_after_grant: u32,
     /// Failbacks done.
     pub failbacks: u32,
     /// Acknowledged rows missing on a primary after a change.
@@ -390,6 +400,46 @@ pub async fn run(
         }
         lab.wait_healthy(heal).await?;
         lab.request_switchover(None)?;
+    }
+    for p in 0..opts.partitions {
+        let primary = lab
+            .primary()
+            .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
+        let other = REGIONS
+            .iter()
+            .find(|r| **r != primary)
+            .copied()
+            .unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.partition_from_witness(&primary, true);
+        let ack =
+            wait_first_ack(&w, lab, index_of(other), t0, ttl + Duration::from_secs(60)).await?;
+        let lease = lab.lease().await?;
+        let granted = lease.state.acquired_at.map_or(0, |m| m.0);
+        let last_old = w
+            .last_ack_before(index_of(&primary), ack.acked)
+            .map_or(0, |a| {
+                a.acked_wall
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            });
+        let margin = granted - last_old;
+        if margin <= 0 {
+            rep.fence_after_grant += 1;
+        }
+        let lost = lost_on(lab, &w, other).await?;
+        rep.lost_tx += lost;
+        rep.partitions += 1;
+        println!(
+            "[partition {}/{}] {primary} cut from the witness: its last write was acknowledged {margin} ms BEFORE {other} was granted the lease (epoch {}); {other} took writes after {} ms; lost {lost}; healing",
+            p + 1,
+            opts.partitions,
+            lease.state.epoch,
+            ack.acked.duration_since(t0).as_millis()
+        );
+        lab.partition_from_witness(&primary, false);
+        lab.wait_healthy(heal).await?;
     }
     if opts.failback {
         let home = REGIONS[0];

@@ -109,6 +109,7 @@ pub struct Lab {
     _nats: NatsServer,
     _witness_stop: tokio::sync::oneshot::Sender<()>,
     controllers: BTreeMap<String, tokio::process::Child>,
+    cuts: BTreeMap<String, tokio::sync::watch::Sender<bool>>,
     info: LabInfo,
     config_path: PathBuf,
     endpoints_path: PathBuf,
@@ -161,6 +162,17 @@ impl Lab {
         drop(c);
 
         let port = front_port()?;
+        let witness_addr: SocketAddr = witness_url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| LabError::Failed(format!("witness address: {e}")))?;
+        let mut cuts = BTreeMap::new();
+        let mut witness_paths = BTreeMap::new();
+        for r in REGIONS {
+            let (url, cut) = start_cuttable_proxy(witness_addr).await?;
+            witness_paths.insert(r.to_owned(), url);
+            cuts.insert(r.to_owned(), cut);
+        }
         let mut regions = BTreeMap::new();
         let mut fronts = BTreeMap::new();
         let mut postgres = BTreeMap::new();
@@ -178,6 +190,7 @@ impl Lab {
                     ip: IPS[i].to_string(),
                     front_url: format!("http://{addr}"),
                     front_listen: Some(addr),
+                    witness_url: witness_paths.get(*r).cloned(),
                     postgres: PgEndpoint {
                         conninfo: pg
                             .conninfo()
@@ -236,6 +249,7 @@ impl Lab {
             _nats: nats,
             _witness_stop: witness_stop,
             controllers: BTreeMap::new(),
+            cuts,
             info,
             spec_extra: SpecExtra::default(),
         };
@@ -413,6 +427,15 @@ impl Lab {
         self.spawn_controller(r)
     }
 
+    /// Cuts (`true`) or heals (`false`) region `r`'s network path to the witness: open
+    /// connections are dropped and new ones refused, like a partition between the region and
+    /// the witness (TCP level, through the lab's proxy; not a network namespace).
+    pub fn partition_from_witness(&self, r: &str, cut: bool) {
+        if let Some(tx) = self.cuts.get(r) {
+            let _ = tx.send(cut);
+        }
+    }
+
     /// Region `r`'s last status (None before its first write).
     pub fn status(&self, r: &str) -> Option<RegionStatus> {
         read_status(&self.opts.dir.join(r).join("status.json")).ok()
@@ -501,6 +524,12 @@ impl Lab {
 
     /// Milliseconds of lease validity left now, as the witness answers (0: free or expired).
     pub async fn lease_remaining_ms(&self) -> Result<i64, LabError> {
+        let v = self.lease().await?;
+        Ok(v.state.remaining_ms(v.witness_now))
+    }
+
+    /// The lease as the witness answers now.
+    pub async fn lease(&self) -> Result<contract::lease::LeaseView, LabError> {
         let client = witness_worker::client::WitnessClient::new(
             witness_worker::client::ClientConfig::new(&self.info.witness_url, WITNESS_TOKEN),
             "lab/lab-app-dr",
@@ -510,7 +539,7 @@ impl Lab {
             .read()
             .await
             .map_err(|e| LabError::Failed(format!("reading the lease: {e}")))?;
-        Ok(v.state.remaining_ms(v.witness_now))
+        Ok(v)
     }
 
     /// Region `r`'s conninfo.
@@ -582,5 +611,37 @@ async fn start_witness(dir: &Path) -> Result<(String, tokio::sync::oneshot::Send
     tokio::spawn(serve(listener, w, async {
         let _ = rx.await;
     }));
+    Ok((url, tx))
+}
+
+/// A TCP proxy to `target` on a free loopback port that can be cut: while the watch value is
+/// `true`, open connections are dropped and new ones closed at once.
+async fn start_cuttable_proxy(
+    target: SocketAddr,
+) -> Result<(String, tokio::sync::watch::Sender<bool>), LabError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            if *rx.borrow() {
+                drop(inbound);
+                continue;
+            }
+            let mut cut = rx.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.wait_for(|c| *c) => {}
+                }
+            });
+        }
+    });
     Ok((url, tx))
 }

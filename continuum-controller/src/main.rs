@@ -75,6 +75,10 @@ enum Cmd {
         /// Planned switchovers.
         #[arg(long, default_value_t = 1)]
         switchovers: u32,
+        /// Partitions: the primary region is cut from the witness (TCP, through the lab's
+        /// proxy) and must self-fence before the standby is granted the lease.
+        #[arg(long, default_value_t = 0)]
+        partitions: u32,
         /// Skip the approved failback at the end.
         #[arg(long)]
         no_failback: bool,
@@ -315,6 +319,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Drill {
             kills,
             switchovers,
+            partitions,
             no_failback,
             lab: args,
         } => {
@@ -338,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
                 &DrillOptions {
                     kills,
                     switchovers,
+                    partitions,
                     failback: !no_failback,
                     interval: Duration::from_millis(args.write_interval_ms.max(1)),
                 },
@@ -358,7 +364,14 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             println!("{}", rep.line());
-            if rep.lost_tx > 0 || rep.dual_writers > 0 {
+            if rep.partitions > 0 {
+                println!(
+                    "partitions={} fenced_before_grant={}",
+                    rep.partitions,
+                    rep.partitions - rep.fence_after_grant
+                );
+            }
+            if rep.lost_tx > 0 || rep.dual_writers > 0 || rep.fence_after_grant > 0 {
                 std::process::exit(1);
             }
         }

@@ -120,6 +120,10 @@ pub struct RegionEndpoint {
     pub ip: String,
     /// The route front's control URL.
     pub front_url: String,
+    /// This region's own path to the witness, when it differs from `witness.url` (the lab
+    /// routes each region through a proxy it can cut to simulate a partition).
+    #[serde(default)]
+    pub witness_url: Option<String>,
     /// Serve the lab route front in this controller's process on this address, so killing
     /// the controller takes the route down with it.
     #[serde(default)]
@@ -387,7 +391,10 @@ async fn build(opts: &RunOptions, spec: &Spec) -> Result<(Loop, Option<RouteFron
     };
     let slot = ep.witness.slot.clone().unwrap_or_else(|| spec.name.clone());
     let client = witness_worker::client::WitnessClient::new(
-        witness_worker::client::ClientConfig::new(&ep.witness.url, &opts.secrets.witness_token),
+        witness_worker::client::ClientConfig::new(
+            mine.witness_url.as_deref().unwrap_or(&ep.witness.url),
+            &opts.secrets.witness_token,
+        ),
         slot,
     )
     .map_err(|e| RunError::Setup(format!("witness client: {e}")))?;
@@ -543,13 +550,28 @@ impl Loop {
                 .await
                 .is_ok_and(|r| r.status().is_success())
         };
+        // The peer's database SERVES only as a writable primary: a fenced (read-only) or
+        // demoted one fails this probe like an unreachable one.
         let db = async {
-            let c = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio_postgres::connect(&self.peer_conninfo, tokio_postgres::NoTls),
+            let probe = async {
+                let (c, conn) = tokio_postgres::connect(&self.peer_conninfo, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                let row = c
+                    .query_one(
+                        "select not pg_is_in_recovery() \
+                         and current_setting('default_transaction_read_only') = 'off'",
+                        &[],
+                    )
+                    .await
+                    .ok()?;
+                Some(row.get::<_, bool>(0))
+            };
+            matches!(
+                tokio::time::timeout(Duration::from_millis(500), probe).await,
+                Ok(Some(true))
             )
-            .await;
-            matches!(c, Ok(Ok(_)))
         };
         let (f, d) = tokio::join!(front, db);
         self.probes.record("route", f, now);
