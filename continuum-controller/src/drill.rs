@@ -196,6 +196,9 @@ pub struct DrillOptions {
     pub partitions: u32,
     /// Run the approved failback at the end.
     pub failback: bool,
+    /// Restart the killed region at once instead of after the takeover (strict durability:
+    /// writes resume only once a synchronous standby is back).
+    pub restart_at_once: bool,
     /// Writer interval.
     pub interval: Duration,
 }
@@ -327,6 +330,29 @@ async fn wait_first_ack(
     }
 }
 
+async fn wait_first_ack_any(
+    w: &Writer,
+    lab: &Lab,
+    since: Instant,
+    limit: Duration,
+) -> Result<Ack, LabError> {
+    let deadline = since + limit;
+    loop {
+        let a = w.first_ack_after(0, since);
+        let b = w.first_ack_after(1, since);
+        if let Some(x) = [a, b].into_iter().flatten().min_by_key(|x| x.acked) {
+            return Ok(x);
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Timeout(format!(
+                "no write acknowledged within {limit:?}: {}",
+                lab.describe()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs the drill against a healthy lab, printing progress; returns the figures.
 pub async fn run(
     lab: &mut Lab,
@@ -366,8 +392,16 @@ pub async fn run(
             let left = lab.lease_remaining_ms().await.unwrap_or(-1);
             let t0 = Instant::now();
             lab.kill_region(&primary).await?;
-            let ack =
-                wait_first_ack(&w, lab, index_of(other), t0, ttl + Duration::from_secs(60)).await?;
+            // Strict mode: the region comes back at once; either it re-takes its own
+            // unexpired lease, or the standby takes over and waits for it as a synchronous
+            // standby.
+            let ack = if opts.restart_at_once {
+                lab.restart_region(&primary).await?;
+                wait_first_ack_any(&w, lab, t0, ttl + Duration::from_secs(120)).await?
+            } else {
+                wait_first_ack(&w, lab, index_of(other), t0, ttl + Duration::from_secs(60)).await?
+            };
+            let other = REGIONS[ack.region];
             let rto = ack.acked.duration_since(t0).as_millis() as u64;
             rep.rto_ms.push(rto);
             let lost = lost_on(lab, &w, other).await?;
@@ -377,7 +411,9 @@ pub async fn run(
                 "[{step}/{total}] kill {primary}: {other} took writes after {rto} ms (lease had {left} ms left: takeover {} ms after expiry); lost {lost}; restarting {primary}",
                 i64::try_from(rto).unwrap_or(i64::MAX) - left
             );
-            lab.restart_region(&primary).await?;
+            if !opts.restart_at_once {
+                lab.restart_region(&primary).await?;
+            }
         } else {
             s += 1;
             let id = format!("drill-switchover-{s}");

@@ -345,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
                     switchovers,
                     partitions,
                     failback: !no_failback,
+                    restart_at_once: args.durability == "strict",
                     interval: Duration::from_millis(args.write_interval_ms.max(1)),
                 },
                 Duration::from_secs(u64::from(args.ttl)),

@@ -312,22 +312,27 @@ fn promote_steps(o: &Observed, epoch: u64, peer: &str, plan: &mut Plan) {
         plan.start = Some(op(kind, id, epoch, Some(me.clone())));
     }
     plan.steps.push(Step::Promote { epoch });
-    if kind == OpKind::Failover {
-        match o.spec.durability {
-            Durability::Default => {
-                plan.steps.push(Step::SuspendSync { epoch });
-                cond(
-                    plan,
-                    ConditionKind::DurabilityDegraded,
-                    "no synchronous standby after failover; sync suspended".to_owned(),
-                );
-            }
-            Durability::Strict => cond(
+    // Before the first write: commits wait for the peer (planned: the demoted source follows
+    // us; strict: whenever it returns), or, after an unplanned failover in default mode, sync
+    // is suspended (the executor reports that to the witness first).
+    match (kind, o.spec.durability) {
+        (OpKind::Failover, Durability::Default) => {
+            plan.steps.push(Step::SuspendSync { epoch });
+            cond(
+                plan,
+                ConditionKind::DurabilityDegraded,
+                "no synchronous standby after failover; sync suspended".to_owned(),
+            );
+        }
+        (OpKind::Failover, Durability::Strict) => {
+            plan.steps.push(Step::RestoreSync { epoch });
+            cond(
                 plan,
                 ConditionKind::WritesBlockedAwaitingSyncStandby,
                 "strict durability: writes wait for a synchronous standby".to_owned(),
-            ),
+            );
         }
+        _ => plan.steps.push(Step::RestoreSync { epoch }),
     }
     plan.steps.push(Step::Unfence { epoch });
     plan.steps.push(Step::Undrain { epoch });
@@ -407,11 +412,17 @@ fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Pla
                 "no synchronous standby; sync suspended".to_owned(),
             );
         }
-        (Durability::Strict, _, false) => cond(
-            plan,
-            ConditionKind::WritesBlockedAwaitingSyncStandby,
-            "strict durability: writes wait for a synchronous standby".to_owned(),
-        ),
+        (Durability::Strict, suspended, false) => {
+            // Strict never acknowledges a commit without the peer: names set, writes wait.
+            if suspended {
+                plan.steps.push(Step::RestoreSync { epoch });
+            }
+            cond(
+                plan,
+                ConditionKind::WritesBlockedAwaitingSyncStandby,
+                "strict durability: writes wait for a synchronous standby".to_owned(),
+            );
+        }
         _ => {}
     }
     // Switchover / failback requests.

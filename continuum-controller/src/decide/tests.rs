@@ -278,8 +278,8 @@ rules! {
         ],
         conditions: &[C::DurabilityDegraded],
     },
-    strict_durability_promotes_without_suspending_sync_and_says_writes_are_blocked: Row {
-        name: "strict durability promotes without suspending sync and says writes are blocked",
+    strict_durability_promotes_with_sync_required_and_says_writes_are_blocked: Row {
+        name: "strict durability promotes with sync required and says writes are blocked",
         observed: || {
             let mut o = standby_holding();
             o.spec.durability = Durability::Strict;
@@ -288,6 +288,7 @@ rules! {
         now: 40_100,
         steps: &[
             "promote",
+            "restore-sync",
             "unfence",
             "undrain",
             "flip-dns",
@@ -328,6 +329,24 @@ rules! {
         now: 41_000,
         steps: &[],
         conditions: &[C::DurabilityDegraded],
+    },
+    strict_primary_with_sync_suspended_requires_it_again_even_without_a_peer: Row {
+        name: "strict primary with sync suspended requires it again even without a peer",
+        observed: || {
+            let mut o = standby_holding();
+            o.spec.durability = Durability::Strict;
+            o.local = Local {
+                db: DbRole::Primary,
+                read_only: false,
+                drained: false,
+                sync_suspended: true,
+            };
+            o.replication.streaming = false;
+            o
+        },
+        now: 41_000,
+        steps: &["restore-sync"],
+        conditions: &[C::WritesBlockedAwaitingSyncStandby],
     },
     switchover_source_drains_then_demotes_after_announcing_the_switchover: Row {
         name: "switchover source drains then demotes after announcing the switchover",
@@ -493,8 +512,8 @@ rules! {
         steps: &[],
         conditions: &[C::WitnessUnreachable, C::ReplicationLagAboveRpo],
     },
-    switchover_target_holding_the_lease_promotes_without_suspending_sync: Row {
-        name: "switchover target holding the lease promotes without suspending sync",
+    switchover_target_holding_the_lease_promotes_and_requires_sync_before_any_write: Row {
+        name: "switchover target holding the lease promotes and requires sync before any write",
         observed: || {
             let mut o = standby_holding();
             o.spec.switchover = Some(SwitchoverRequest {
@@ -506,6 +525,7 @@ rules! {
         now: 40_100,
         steps: &[
             "promote",
+            "restore-sync",
             "unfence",
             "undrain",
             "flip-dns",
