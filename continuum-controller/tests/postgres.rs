@@ -315,6 +315,53 @@ async fn rebuild_rewinds_the_crashed_old_primary_into_a_standby_of_the_new_one()
 }
 
 #[tokio::test]
+async fn rebuild_re_clones_when_the_old_primary_lost_its_data_directory() {
+    let pair = PgPair::start().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 20).await;
+    drop(c);
+    // A clean stop (a killed postmaster may linger as a zombie in this container and keep
+    // its socket lock "in use"; testkit's own restart clears that, the adapter does not).
+    pair.stop_primary().await.unwrap();
+    let s = standby_db(&pair);
+    s.promote(4).await.unwrap();
+    write_rows(pair.standby(), 20, 30).await;
+    // The old primary's disk is gone: pg_rewind has nothing to rewind.
+    std::fs::remove_dir_all(pair.primary().data_dir()).unwrap();
+
+    let p = primary_db(&pair);
+    if let Err(e) = p.rebuild("standby", 4).await {
+        let log = std::fs::read_to_string(pair.primary().log_path()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        panic!("rebuild: {e}\n{}", tail.join("\n"));
+    }
+    eventually("re-cloned node streams with every row", WAIT, || async {
+        let o = p.observe().await.map_err(|e| e.to_string())?;
+        if o.role != DbRole::Standby || !o.streaming {
+            return Err(format!("{o:?}"));
+        }
+        let n = count(pair.primary()).await;
+        if n == 30 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !pair
+            .primary()
+            .data_dir()
+            .with_extension("replaced")
+            .exists()
+    );
+}
+
+#[tokio::test]
 async fn demote_of_a_cleanly_stopped_primary_starts_it_as_a_standby() {
     let pair = PgPair::start().await.unwrap();
     let p = primary_db(&pair);
