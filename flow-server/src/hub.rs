@@ -225,7 +225,7 @@ impl Flow {
                 return s.clone();
             }
         }
-        let json = Bytes::from(inner.state.encode_snapshot());
+        let json = Bytes::from(inner.state.encode_snapshot(&self.id));
         let snap = Snapshot {
             seq,
             empty: inner.state.is_empty(),

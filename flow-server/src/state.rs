@@ -175,15 +175,19 @@ impl FlowState {
     }
 
     /// The snapshot envelope as upstream writes it: `{"type":"snapshot"}` plus `flow`, `nodes`
-    /// and `relationships`, each omitted when absent or empty.
-    pub fn encode_snapshot(&self) -> Vec<u8> {
+    /// and `relationships`, each omitted when absent or empty. A flow that holds nodes or
+    /// relationships but was never given an instance gets upstream's placeholder instance
+    /// (`{"id":<flow id>,"status":"open","startedAt":0}`, as its PostgreSQL backend creates on
+    /// the first ingest), so the snapshot passes the contract's own rule that a snapshot
+    /// carries a flow; only a flow with nothing at all stays `{"type":"snapshot"}`.
+    pub fn encode_snapshot(&self, flow_id: &str) -> Vec<u8> {
         // Serializing strings, numbers and JSON maps into a Vec cannot fail.
-        serde_json::to_vec(&SnapshotOut(self)).unwrap_or_default()
+        serde_json::to_vec(&SnapshotOut(self, flow_id)).unwrap_or_default()
     }
 }
 
 /// Serializes a [`FlowState`] as a `snapshot` FlowMessage without copying it.
-struct SnapshotOut<'a>(&'a FlowState);
+struct SnapshotOut<'a>(&'a FlowState, &'a str);
 
 impl Serialize for SnapshotOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -192,6 +196,8 @@ impl Serialize for SnapshotOut<'_> {
         out.serialize_field("type", "snapshot")?;
         if let Some(flow) = &st.flow {
             out.serialize_field("flow", flow)?;
+        } else if !st.nodes.is_empty() || !st.rels.is_empty() {
+            out.serialize_field("flow", &placeholder_instance(self.1))?;
         }
         if !st.nodes.is_empty() {
             out.serialize_field("nodes", &Values(&st.nodes))?;
@@ -200,6 +206,20 @@ impl Serialize for SnapshotOut<'_> {
             out.serialize_field("relationships", &Values(&st.rels))?;
         }
         out.end()
+    }
+}
+
+/// Upstream's instance for a flow that received events but no `upsert-flow`.
+fn placeholder_instance(flow_id: &str) -> FlowInstance {
+    FlowInstance {
+        id: flow_id.to_owned(),
+        definition_id: None,
+        parent_flow_id: None,
+        triggered_by: Vec::new(),
+        status: "open".to_owned(),
+        started_at: 0,
+        ended_at: None,
+        meta: Default::default(),
     }
 }
 
@@ -240,7 +260,7 @@ mod tests {
     fn empty_state_encodes_as_a_bare_snapshot() {
         let st = FlowState::default();
         assert!(st.is_empty());
-        assert_eq!(st.encode_snapshot(), br#"{"type":"snapshot"}"#);
+        assert_eq!(st.encode_snapshot("f"), br#"{"type":"snapshot"}"#);
     }
 
     #[test]
@@ -306,6 +326,23 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_with_nodes_but_no_instance_snapshots_upstreams_placeholder_and_decodes() {
+        let mut st = FlowState::default();
+        st.apply(upsert_nodes(&[("n1", "running")]), StateLimits::default())
+            .unwrap();
+        let body = st.encode_snapshot("f");
+        let decoded = FlowMessage::decode(&body).unwrap();
+        let FlowMessage::Snapshot { flow, nodes, .. } = decoded else {
+            panic!("not a snapshot");
+        };
+        assert_eq!((flow.id.as_str(), flow.status.as_str()), ("f", "open"));
+        assert_eq!(flow.started_at, 0);
+        assert_eq!(nodes.len(), 1);
+        // The placeholder is only on the wire: the state still has no instance.
+        assert!(st.flow().is_none());
+    }
+
+    #[test]
     fn snapshot_replaces_everything_and_round_trips() {
         let mut st = FlowState::default();
         let lim = StateLimits::default();
@@ -316,7 +353,7 @@ mod tests {
             rel("n", "n2")
         );
         st.apply(msg(&body), lim).unwrap();
-        assert_eq!(st.encode_snapshot(), body.as_bytes());
+        assert_eq!(st.encode_snapshot("f"), body.as_bytes());
     }
 
     #[test]

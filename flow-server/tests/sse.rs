@@ -201,7 +201,7 @@ async fn snapshot_then_tail_is_gap_free_under_concurrent_publishers() {
             let view = sub.await.unwrap();
             assert_eq!(view.last, Some(end));
             assert_eq!(
-                String::from_utf8(view.state.encode_snapshot()).unwrap(),
+                String::from_utf8(view.state.encode_snapshot(&flow)).unwrap(),
                 body,
                 "a subscriber's reconstruction differs from the final snapshot"
             );
@@ -380,7 +380,7 @@ async fn a_stalled_subscriber_is_resynchronised_while_others_keep_up() {
     assert!(s.state.metrics().resyncs.get() >= 1);
     let (_, body) = final_snapshot(&c, &s, "f").await;
     assert_eq!(
-        String::from_utf8(view.state.encode_snapshot()).unwrap(),
+        String::from_utf8(view.state.encode_snapshot("f")).unwrap(),
         body
     );
 }
