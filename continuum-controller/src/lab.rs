@@ -311,29 +311,11 @@ impl Lab {
 
     /// Rewrites the Continuum file (the controllers re-read it when it changes).
     fn write_config(&self) -> Result<(), LabError> {
-        let mut switchover = String::new();
-        if let Some((id, target)) = &self.spec_extra.switchover {
-            switchover = format!(
-                "  switchover:\n    requested: true\n    id: {id}\n    targetRegion: {target}\n"
-            );
-        }
-        let mut failback = String::new();
-        if let Some((id, approved)) = &self.spec_extra.failback {
-            failback = format!(
-                "  failback:\n    requested: true\n    id: {id}\n    approvalRequired: true\n    approved: {approved}\n"
-            );
-        }
-        let text = format!(
-            "# Written by `continuum-controller lab`: the lab's Continuum (same shape as the CR).\n\
-             apiVersion: dr.openova.io/v1\nkind: Continuum\nmetadata:\n  name: lab-app-dr\n  namespace: lab\n\
-             spec:\n  applicationRef: lab-app\n  primaryRegion: {a}\n  hotStandbyRegions: [{b}]\n\
-             \x20 leaseClient:\n    kind: cloudflare-kv\n    config:\n      ttlSeconds: {ttl}\n      renewSeconds: {renew}\n\
-             \x20 rpo: 0s\n  autoFailover: true\n  durability: {dur}\n{switchover}{failback}",
-            a = REGIONS[0],
-            b = REGIONS[1],
-            ttl = self.opts.ttl_seconds,
-            renew = self.opts.renew_seconds,
-            dur = self.opts.durability,
+        let text = config_text(
+            self.opts.ttl_seconds,
+            self.opts.renew_seconds,
+            &self.opts.durability,
+            &self.spec_extra,
         );
         // Write then rename: a controller never reads half a file.
         let tmp = self.config_path.with_extension("yaml.tmp");
@@ -578,6 +560,73 @@ fn boot_fenced(pg: &Pg) -> Result<(), LabError> {
     text.push_str("default_transaction_read_only = 'on'\n");
     std::fs::write(&path, text)?;
     Ok(())
+}
+
+/// The lab's Continuum object (same shape as the CR) with the current requests.
+fn config_text(ttl: u32, renew: u32, durability: &str, extra: &SpecExtra) -> String {
+    let mut switchover = String::new();
+    if let Some((id, target)) = &extra.switchover {
+        switchover = format!(
+            "  switchover:\n    requested: true\n    id: {id}\n    targetRegion: {target}\n"
+        );
+    }
+    let mut failback = String::new();
+    if let Some((id, approved)) = &extra.failback {
+        failback = format!(
+            "  failback:\n    requested: true\n    id: {id}\n    approvalRequired: true\n    approved: {approved}\n"
+        );
+    }
+    format!(
+        "# Written by `continuum-controller lab`: the lab's Continuum (same shape as the CR).\n\
+         apiVersion: dr.openova.io/v1\nkind: Continuum\nmetadata:\n  name: lab-app-dr\n  namespace: lab\n\
+         spec:\n  applicationRef: lab-app\n  primaryRegion: {a}\n  hotStandbyRegions: [{b}]\n\
+         \x20 leaseClient:\n    kind: cloudflare-kv\n    config:\n      ttlSeconds: {ttl}\n      renewSeconds: {renew}\n\
+         \x20 rpo: 0s\n  autoFailover: true\n  durability: {durability}\n{switchover}{failback}",
+        a = REGIONS[0],
+        b = REGIONS[1],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Durability;
+
+    fn spec_of(text: &str) -> crate::decide::Spec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        crate::standalone::load_spec(&path).unwrap()
+    }
+
+    #[test]
+    fn the_lab_config_is_a_valid_continuum_with_its_requests() {
+        let s = spec_of(&config_text(6, 2, "strict", &SpecExtra::default()));
+        assert_eq!(s.name, "lab/lab-app-dr");
+        assert_eq!(s.regions, ["region-a", "region-b"]);
+        assert_eq!((s.timing.ttl_ms, s.timing.renew_ms), (6_000, 2_000));
+        assert_eq!(s.durability, Durability::Strict);
+        assert!(s.auto_failover && s.switchover.is_none() && s.failback.is_none());
+        let extra = SpecExtra {
+            switchover: Some(("sw-1".into(), "region-b".into())),
+            failback: Some(("fb-1".into(), false)),
+        };
+        let s = spec_of(&config_text(30, 10, "default", &extra));
+        let sw = s.switchover.unwrap();
+        assert_eq!((sw.id.as_str(), sw.target.as_str()), ("sw-1", "region-b"));
+        let fb = s.failback.unwrap();
+        assert_eq!(fb.id, "fb-1");
+        assert!(!fb.approved);
+    }
+
+    #[test]
+    fn a_config_with_a_bad_timing_is_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, config_text(6, 5, "default", &SpecExtra::default())).unwrap();
+        let e = crate::standalone::load_spec(&path).unwrap_err().to_string();
+        assert!(e.contains("c.yaml"), "{e}");
+    }
 }
 
 /// A port free on both region addresses.
