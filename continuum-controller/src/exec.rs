@@ -511,6 +511,57 @@ where
     }
 }
 
+/// What a runner (standalone or kube) remembers between ticks about its lease and its last
+/// state change, as [`crate::decide::Observed`] needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// The last witness answer.
+    pub lease: Option<LeaseObs>,
+    /// This region's last successful acquire/renew.
+    pub renewed: Option<Renewed>,
+    /// Local instant of the last state change (hold-down).
+    pub last_change: Option<Mono>,
+}
+
+impl Memory {
+    /// Folds what running `plan` did into the memory at local `now`; true when the plan did
+    /// more than renew (the runner then goes again at once).
+    pub fn absorb(&mut self, plan: &Plan, out: &Outcome, now: Mono) -> bool {
+        if let Some(l) = &out.lease {
+            self.lease = Some(l.clone());
+        }
+        if let Some(r) = out.renewed {
+            self.renewed = Some(r);
+        }
+        // A lost lease ends this region's authority at once; after a release the grant is
+        // gone too, so the next tick reads the witness instead of trusting the last renew.
+        let lost = matches!(
+            &out.stopped,
+            Some(Stopped::Failed {
+                error: ExecError::Witness(WitnessPortError::LeaseLost(_)),
+                ..
+            })
+        );
+        if lost || out.done.contains(&"release-lease") {
+            self.renewed = None;
+        }
+        let changed = out.done.iter().any(|s| {
+            matches!(
+                *s,
+                "acquire-lease" | "promote" | "demote" | "fence" | "unfence" | "rebuild"
+            )
+        });
+        if changed {
+            self.last_change = Some(now);
+        }
+        let only_renew = plan
+            .steps
+            .iter()
+            .all(|s| matches!(s, Step::RenewLease { .. }));
+        !only_renew && !out.done.is_empty()
+    }
+}
+
 fn epoch_of(step: &Step) -> Option<u64> {
     match step {
         Step::RenewLease { epoch }

@@ -587,48 +587,6 @@ fn config_text(ttl: u32, renew: u32, durability: &str, extra: &SpecExtra) -> Str
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decide::Durability;
-
-    fn spec_of(text: &str) -> crate::decide::Spec {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, text).unwrap();
-        crate::standalone::load_spec(&path).unwrap()
-    }
-
-    #[test]
-    fn the_lab_config_is_a_valid_continuum_with_its_requests() {
-        let s = spec_of(&config_text(6, 2, "strict", &SpecExtra::default()));
-        assert_eq!(s.name, "lab/lab-app-dr");
-        assert_eq!(s.regions, ["region-a", "region-b"]);
-        assert_eq!((s.timing.ttl_ms, s.timing.renew_ms), (6_000, 2_000));
-        assert_eq!(s.durability, Durability::Strict);
-        assert!(s.auto_failover && s.switchover.is_none() && s.failback.is_none());
-        let extra = SpecExtra {
-            switchover: Some(("sw-1".into(), "region-b".into())),
-            failback: Some(("fb-1".into(), false)),
-        };
-        let s = spec_of(&config_text(30, 10, "default", &extra));
-        let sw = s.switchover.unwrap();
-        assert_eq!((sw.id.as_str(), sw.target.as_str()), ("sw-1", "region-b"));
-        let fb = s.failback.unwrap();
-        assert_eq!(fb.id, "fb-1");
-        assert!(!fb.approved);
-    }
-
-    #[test]
-    fn a_config_with_a_bad_timing_is_refused_with_the_file_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, config_text(6, 5, "default", &SpecExtra::default())).unwrap();
-        let e = crate::standalone::load_spec(&path).unwrap_err().to_string();
-        assert!(e.contains("c.yaml"), "{e}");
-    }
-}
-
 /// A port free on both region addresses.
 fn front_port() -> Result<u16, LabError> {
     for _ in 0..50 {
@@ -693,4 +651,46 @@ async fn start_cuttable_proxy(
         }
     });
     Ok((url, tx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Durability;
+
+    fn spec_of(text: &str) -> crate::decide::Spec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        crate::standalone::load_spec(&path).unwrap()
+    }
+
+    #[test]
+    fn the_lab_config_is_a_valid_continuum_with_its_requests() {
+        let s = spec_of(&config_text(6, 2, "strict", &SpecExtra::default()));
+        assert_eq!(s.name, "lab/lab-app-dr");
+        assert_eq!(s.regions, ["region-a", "region-b"]);
+        assert_eq!((s.timing.ttl_ms, s.timing.renew_ms), (6_000, 2_000));
+        assert_eq!(s.durability, Durability::Strict);
+        assert!(s.auto_failover && s.switchover.is_none() && s.failback.is_none());
+        let extra = SpecExtra {
+            switchover: Some(("sw-1".into(), "region-b".into())),
+            failback: Some(("fb-1".into(), false)),
+        };
+        let s = spec_of(&config_text(30, 10, "default", &extra));
+        let sw = s.switchover.unwrap();
+        assert_eq!((sw.id.as_str(), sw.target.as_str()), ("sw-1", "region-b"));
+        let fb = s.failback.unwrap();
+        assert_eq!(fb.id, "fb-1");
+        assert!(!fb.approved);
+    }
+
+    #[test]
+    fn a_config_with_a_bad_timing_is_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, config_text(6, 5, "default", &SpecExtra::default())).unwrap();
+        let e = crate::standalone::load_spec(&path).unwrap_err().to_string();
+        assert!(e.contains("c.yaml"), "{e}");
+    }
 }

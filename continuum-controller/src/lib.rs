@@ -29,6 +29,7 @@ pub mod crd;
 pub mod decide;
 pub mod drill;
 pub mod exec;
+pub mod kube;
 pub mod lab;
 pub mod observe;
 pub mod ports;

@@ -114,6 +114,13 @@ enum Cmd {
     },
     /// Print a sample observed state: primary `a` renewed at 0.
     Sample,
+    /// Run this region's controller on Kubernetes: watch Continuum objects, drive CNPG
+    /// Clusters and HTTPRoutes, elect a leader among replicas (coordination.k8s.io Lease),
+    /// serve /healthz, /readyz, /metrics. Exits non-zero when leadership is lost.
+    Operator(continuum_controller::kube::cli::OperatorArgs),
+    /// Operator commands against a cluster via kubeconfig: `k status`, `k plan <name> --to`,
+    /// `k switchover <name> --to`, `k approve-failback <name>`.
+    K(continuum_controller::kube::cli::KubeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -431,6 +438,18 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         }
         Cmd::Sample => println!("{}", serde_json::to_string_pretty(&decide::sample())?),
+        Cmd::Operator(args) => {
+            init_tracing();
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            // Leadership lost or the Lease task died: exit before doing anything else.
+            continuum_controller::kube::cli::operator(args, shutdown_signal())
+                .await
+                .context("continuum-controller operator")?;
+        }
+        Cmd::K(args) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            continuum_controller::kube::cli::kube_command(args).await?;
+        }
     }
     Ok(())
 }

@@ -28,10 +28,8 @@ use crate::adapters::postgres::{DbObservation, NodeControl, PgConfig, PgDatabase
 use crate::adapters::routes::{HttpRoutes, RouteFront};
 use crate::adapters::witness::WitnessAdapter;
 use crate::audit::AuditEvent;
-use crate::decide::{
-    self, Condition, DbRole, LeaseObs, Mono, Observed, OpKind, Plan, Renewed, Spec, Step,
-};
-use crate::exec::{Clock, Executor, Outcome, Ports, Stopped, SystemClock, Timeouts};
+use crate::decide::{self, Condition, DbRole, LeaseObs, Mono, Observed, OpKind, Plan, Spec, Step};
+use crate::exec::{Clock, Executor, Memory, Outcome, Ports, Stopped, SystemClock, Timeouts};
 use crate::observe::{self, ProbeTracker};
 use crate::ports::{Audit, AuditError, Dns, FileStateStore, PlaneError, Witness};
 
@@ -345,10 +343,8 @@ struct Loop {
     peer_front: reqwest::Client,
     peer_front_url: String,
     peer_conninfo: String,
-    lease: Option<LeaseObs>,
-    renewed: Option<Renewed>,
+    mem: Memory,
     probes: ProbeTracker,
-    last_change: Option<Mono>,
     last_steps: Vec<String>,
     last_error: Option<String>,
     last_run_ms: u128,
@@ -476,10 +472,8 @@ async fn build(opts: &RunOptions, spec: &Spec) -> Result<(Loop, Option<RouteFron
         peer_front,
         peer_front_url: theirs.front_url.trim_end_matches('/').to_owned(),
         peer_conninfo: theirs.postgres.conninfo.clone(),
-        lease: None,
-        renewed: None,
+        mem: Memory::default(),
         probes: ProbeTracker::default(),
-        last_change: None,
         last_steps: Vec::new(),
         last_error: None,
         last_run_ms: 0,
@@ -579,7 +573,7 @@ impl Loop {
     }
 
     fn remember_lease(&mut self, view: &LeaseView) {
-        self.lease = Some(LeaseObs {
+        self.mem.lease = Some(LeaseObs {
             state: view.state.clone(),
             witness_now: view.witness_now,
             received_at: self.exec.clock().mono(),
@@ -639,19 +633,19 @@ impl Loop {
             region: self.opts.region.clone(),
             spec: self.spec.clone(),
             local: observe::local(dbo, route.map(|r| r.drained)),
-            lease: self.lease.clone(),
-            renewed: self.renewed,
+            lease: self.mem.lease.clone(),
+            renewed: self.mem.renewed,
             replication: observe::replication(
                 &self.opts.region,
                 dbo,
-                self.lease.as_ref(),
+                self.mem.lease.as_ref(),
                 &self.spec.timing,
                 needs_rebuild,
             ),
             probes: self.probes.probes(),
             operation: persisted.operation.clone(),
             completed: persisted.completed.clone(),
-            last_change: self.last_change,
+            last_change: self.mem.last_change,
         }
     }
 
@@ -666,36 +660,9 @@ impl Loop {
         }
     }
 
-    /// Folds an outcome into the loop's memory; true when something changed.
+    /// Folds an outcome into the loop's memory and logs it; true when something changed.
     fn absorb(&mut self, plan: &Plan, out: &Outcome) -> bool {
-        if let Some(l) = &out.lease {
-            self.lease = Some(l.clone());
-        }
-        if let Some(r) = out.renewed {
-            self.renewed = Some(r);
-        }
-        // A lost lease ends this region's authority at once.
-        if let Some(Stopped::Failed {
-            error: crate::exec::ExecError::Witness(crate::ports::WitnessPortError::LeaseLost(_)),
-            ..
-        }) = &out.stopped
-        {
-            self.renewed = None;
-        }
-        // After a release this region no longer holds the lease: forget the grant so the
-        // next tick reads the witness instead of trusting the last renew's answer.
-        if out.done.contains(&"release-lease") {
-            self.renewed = None;
-        }
-        let changes = out.done.iter().any(|s| {
-            matches!(
-                *s,
-                "acquire-lease" | "promote" | "demote" | "fence" | "unfence" | "rebuild"
-            )
-        });
-        if changes {
-            self.last_change = Some(self.exec.clock().mono());
-        }
+        let acted = self.mem.absorb(plan, out, self.exec.clock().mono());
         let only_renew = plan
             .steps
             .iter()
@@ -715,7 +682,7 @@ impl Loop {
         }
         self.last_steps = out.done.iter().map(|s| (*s).to_owned()).collect();
         self.last_error = out.stopped.as_ref().map(err_text);
-        !only_renew && !out.done.is_empty()
+        acted
     }
 
     fn write_status(&mut self, o: &Observed, plan: &Plan, now: Mono, acted: bool) {

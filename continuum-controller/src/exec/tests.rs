@@ -540,3 +540,63 @@ async fn suspend_sync_keeps_commits_synchronous_when_the_witness_did_not_take_th
         f.calls()
     );
 }
+
+#[test]
+fn memory_forgets_the_grant_on_loss_or_release_and_marks_state_changes() {
+    let renewed = Renewed {
+        sent_at: Mono(5),
+        epoch: 3,
+    };
+    let renew_only = Plan {
+        steps: vec![Step::RenewLease { epoch: 3 }],
+        ..Plan::default()
+    };
+    let mut m = Memory::default();
+    let out = Outcome {
+        done: vec!["renew-lease"],
+        renewed: Some(renewed),
+        ..Outcome::default()
+    };
+    assert!(
+        !m.absorb(&renew_only, &out, Mono(10)),
+        "a renew alone is no change"
+    );
+    assert_eq!(m.renewed, Some(renewed));
+    assert_eq!(m.last_change, None);
+
+    let release = Plan {
+        steps: vec![Step::ReleaseLease { epoch: 3 }],
+        ..Plan::default()
+    };
+    let out = Outcome {
+        done: vec!["release-lease"],
+        ..Outcome::default()
+    };
+    assert!(m.absorb(&release, &out, Mono(20)));
+    assert_eq!(m.renewed, None);
+
+    m.renewed = Some(renewed);
+    let lost = Outcome {
+        stopped: Some(Stopped::Failed {
+            step: "renew-lease",
+            error: ExecError::Witness(WitnessPortError::LeaseLost(Box::new(LeaseView {
+                state: contract::LeaseState::default(),
+                witness_now: Millis(0),
+            }))),
+        }),
+        ..Outcome::default()
+    };
+    assert!(!m.absorb(&renew_only, &lost, Mono(30)));
+    assert_eq!(m.renewed, None);
+
+    let promote = Plan {
+        steps: vec![Step::Promote { epoch: 4 }],
+        ..Plan::default()
+    };
+    let out = Outcome {
+        done: vec!["promote"],
+        ..Outcome::default()
+    };
+    assert!(m.absorb(&promote, &out, Mono(40)));
+    assert_eq!(m.last_change, Some(Mono(40)));
+}

@@ -735,10 +735,11 @@ impl Store {
             return Ok(());
         };
         let mut errors = Vec::new();
-        // The API server owns metadata; its schema in a CRD is at most `type: object`.
+        // The API server owns metadata; its schema in a CRD is at most `type: object` (and may
+        // be `required`, as CNPG's is), so it is checked as an empty object.
         let mut body = obj.clone();
         if let Some(m) = body.as_object_mut() {
-            m.remove("metadata");
+            m.insert("metadata".to_owned(), Value::Object(serde_json::Map::new()));
         }
         schema_errors(schema, &body, "", &mut errors);
         if errors.is_empty() {
