@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bumps a chart's patch version and sets appVersion to the new image tag, so a new image always
-# comes with a new chart version (a published chart version is never overwritten).
+# comes with a new chart version (a published chart version is never overwritten). The
+# bootstrap-kit pin and blueprint.yaml spec.version move with it.
 #   scripts/bump-chart.sh charts/flow-server 0123456789ab
 set -euo pipefail
 chart="${1:?usage: bump-chart.sh <chart-dir> <image-tag>}/Chart.yaml"
@@ -20,4 +21,11 @@ for slot in "$kit"/*.yaml; do
   sed -i "/^      chart: $name\$/,/^      version:/ s/^      version: .*/      version: $new/" "$slot"
   echo "bump-chart: pinned $(basename "$slot") to $new"
 done
+# blueprint.yaml spec.version moves in lockstep too (scripts/audit.py blueprint).
+bp="$(dirname "$chart")/blueprint.yaml"
+if [ -f "$bp" ]; then
+  sed -i "s/^  version: $old\$/  version: $new/" "$bp"
+  grep -q "^  version: $new\$" "$bp" || { echo "bump-chart: FAIL: $bp spec.version is not $old" >&2; exit 2; }
+  echo "bump-chart: blueprint $(basename "$(dirname "$chart")") to $new"
+fi
 echo "bump-chart: PASS: $(dirname "$chart") $old -> $new (appVersion $tag)"

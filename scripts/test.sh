@@ -12,6 +12,8 @@ if [ "$#" -gt 0 ]; then
   exec cargo test "$@"
 fi
 # Charts rendered by Helm's engine (fast; prints "charts: N passed, N failed").
+# The audit tests run crdgen (CRD drift): build it first.
+cargo build -p continuum-controller --bin crdgen
 python3 charts/tests/test_charts.py
 python3 charts/tests/test_audits.py
 cargo test --workspace
