@@ -346,6 +346,20 @@ async fn unplanned_failover_promotes_the_standby_after_the_primary_region_dies()
             .any(|c| c["type"] == "LeaseHeld" && c["status"] == "True")
     );
     assert_eq!(su["lastSwitchover"]["kind"], "failover");
+    assert!(
+        su["lastSwitchover"]["rtoObserved"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("ms")),
+        "{su}"
+    );
+    let rec = &su["lastLuaRecord"]["records"][0];
+    assert_eq!(rec["hostname"], "shop.dr.example");
+    assert_eq!(rec["primaryRegion"], "us-1");
+    assert!(
+        rec["body"].as_str().is_some_and(|b| b.contains("10.0.0.2")),
+        "{rec}"
+    );
+    assert!(su["lastLuaRecordAt"].is_string());
     // eu-1's objects were not touched by us-1 (separate clusters; eu-1 is dead).
     assert_eq!(
         obj(&w.eu, "clusters", "pg-eu")["spec"]["replica"]["primary"],

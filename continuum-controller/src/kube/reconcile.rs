@@ -722,10 +722,14 @@ impl ObjectLoop {
         let mut report = RunReport::default();
         let mut acted = false;
         if !plan.steps.is_empty() {
+            let run_started = self.exec.clock().wall();
             let out = self.run(&plan, &ctx.metrics).await;
             acted = self.mem.absorb(&plan, &out, self.exec.clock().mono());
             report.done = out.done.clone();
             report.stopped = out.stopped.as_ref().map(stop_name);
+            if out.done.contains(&"flip-dns") {
+                report.lua = lua_records(obj, &plan);
+            }
             if out.done.contains(&"finish-operation") {
                 report.finished = o
                     .operation
@@ -737,6 +741,17 @@ impl ObjectLoop {
                             OpKind::Switchover | OpKind::Failback | OpKind::Failover
                         )
                     });
+                // Started in an earlier round: its persisted start; else within this run.
+                let started = o
+                    .operation
+                    .as_ref()
+                    .map(|op| op.started_at)
+                    .filter(|t| t.0 > 0)
+                    .unwrap_or(run_started);
+                report.finished_ms = report
+                    .finished
+                    .as_ref()
+                    .map(|_| self.exec.clock().wall().since(started));
             }
             if acted || out.stopped.is_some() {
                 tracing::info!(
@@ -848,4 +863,28 @@ pub async fn run(
         })
         .await;
     ctx.metrics.set_ready(false);
+}
+
+/// The LUA records a completed `flip-dns` step of `plan` published, as the status reports
+/// them (`lastLuaRecord`): the same rendering the DNS adapter wrote.
+fn lua_records(obj: &Continuum, plan: &Plan) -> Option<crate::crd::LuaRecordSet> {
+    let (primary, epoch) = plan.steps.iter().find_map(|s| match s {
+        Step::FlipDns { primary, epoch } => Some((primary.clone(), *epoch)),
+        _ => None,
+    })?;
+    let hostnames = &obj.spec.lua_record.as_ref()?.hostnames;
+    let rendered =
+        pdm_client::lua::render(&super::dns::placement(&obj.spec).with_primary(&primary)).ok()?;
+    Some(crate::crd::LuaRecordSet {
+        records: hostnames
+            .iter()
+            .map(|h| crate::crd::LuaRecordStatus {
+                hostname: h.clone(),
+                body: rendered.body.to_string(),
+                ttl: i64::from(rendered.ttl),
+                primary_region: Some(primary.clone()),
+                epoch: i64::try_from(epoch).ok(),
+            })
+            .collect(),
+    })
 }

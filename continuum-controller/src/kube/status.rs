@@ -159,6 +159,10 @@ pub struct RunReport {
     pub stopped: Option<(String, String)>,
     /// The operation that finished in this run (kind, id, target, epoch), if any.
     pub finished: Option<decide::Operation>,
+    /// How long that operation took, start to finish (ms, wall clock): `lastSwitchover.rtoObserved`.
+    pub finished_ms: Option<i64>,
+    /// The LUA records this run published (a `flip-dns` step completed).
+    pub lua: Option<crate::crd::LuaRecordSet>,
 }
 
 fn cond(
@@ -337,7 +341,7 @@ pub fn summarize(
             ),
             id: Some(op.id.clone()),
             epoch: i64::try_from(op.epoch).ok(),
-            rto_observed: None,
+            rto_observed: run.finished_ms.map(|ms| format!("{ms}ms")),
             rpo_observed: (op.kind != OpKind::Failover).then(|| "0s".to_owned()),
             initiated_by: None,
         });
@@ -411,8 +415,12 @@ pub fn summarize(
         conditions: cs,
         observed_generation: generation,
         standby_available: Some(standby_ok),
-        last_lua_record: prev.last_lua_record.clone(),
-        last_lua_record_at: prev.last_lua_record_at.clone(),
+        last_lua_record: run.lua.clone().or_else(|| prev.last_lua_record.clone()),
+        last_lua_record_at: if run.lua.is_some() {
+            Some(wall_now.to_owned())
+        } else {
+            prev.last_lua_record_at.clone()
+        },
         ..ContinuumStatus::default()
     }
 }

@@ -188,7 +188,14 @@ pub fn continuum_obj(name: &str, witness_url: &str) -> Value {
             "autoFailover": true,
             "holdDownSeconds": 1,
             "cnpgPair": {"name": "shop-db"},
-            "httpRoute": {"name": "shop"}
+            "httpRoute": {"name": "shop"},
+            // DNS data present (so the controller records what it flips) but no `dns`
+            // backend: flips are skipped, `lastLuaRecord` still says what was published.
+            "luaRecord": {"selector": "ifurlup",
+                "healthCheck": {"url": "https://shop.dr.example/health"},
+                "hostnames": ["shop.dr.example"]},
+            "regions": [{"name": "eu-1", "lbIPs": ["10.0.0.1"]},
+                        {"name": "us-1", "lbIPs": ["10.0.0.2"]}]
         }
     })
 }
