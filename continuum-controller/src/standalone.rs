@@ -726,17 +726,9 @@ impl Loop {
         if acted {
             return Duration::ZERO;
         }
-        let mut ms = i64::try_from(self.opts.tick.as_millis()).unwrap_or(1_000);
-        let now = self.exec.clock().mono();
-        if let Some(r) = decide::authority(o, now) {
-            ms = ms.min(o.spec.timing.renew_ms - now.since(r.sent_at));
-        } else if let Some(l) = &o.lease {
-            let left = l.remaining_ms(now);
-            if left > 0 {
-                ms = ms.min(left + 5);
-            }
-        }
-        Duration::from_millis(u64::try_from(ms.max(5)).unwrap_or(5))
+        let max = i64::try_from(self.opts.tick.as_millis()).unwrap_or(1_000);
+        let ms = decide::wake_in_ms(o, self.exec.clock().mono(), max);
+        Duration::from_millis(u64::try_from(ms).unwrap_or(5))
     }
 }
 

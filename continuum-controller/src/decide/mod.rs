@@ -140,6 +140,22 @@ pub fn decide(o: &Observed, now: Mono) -> Plan {
     plan
 }
 
+/// How long a runner may wait before deciding again, at most `max_ms` (and at least 5 ms): the
+/// holder wakes when its renew falls due, a region without authority when the lease it last
+/// saw runs out (+5 ms), so neither a renew nor an acquisition waits for a whole tick.
+pub fn wake_in_ms(o: &Observed, now: Mono, max_ms: i64) -> i64 {
+    let mut ms = max_ms;
+    if let Some(r) = authority(o, now) {
+        ms = ms.min(o.spec.timing.renew_ms - now.since(r.sent_at));
+    } else if let Some(l) = &o.lease {
+        let left = l.remaining_ms(now);
+        if left > 0 {
+            ms = ms.min(left + 5);
+        }
+    }
+    ms.max(5)
+}
+
 /// How many completed request ids a region remembers.
 pub const COMPLETED_MEMORY: usize = 16;
 

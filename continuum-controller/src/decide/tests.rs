@@ -794,3 +794,17 @@ fn observed_and_plan_round_trip_through_json() {
     let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
     assert_eq!(back, plan);
 }
+
+#[test]
+fn the_holder_wakes_for_its_renew_and_a_standby_when_the_lease_runs_out() {
+    // Primary renewed at 0, renew every 10 s: at 4 s it may sleep 6 s, not more than the max.
+    let p = primary();
+    assert_eq!(wake_in_ms(&p, Mono(4_000), 60_000), 6_000);
+    assert_eq!(wake_in_ms(&p, Mono(4_000), 100), 100);
+    // Standby seeing 25 s left at local 0: at 20 s it wakes 5 s (+5 ms) later.
+    let s = standby();
+    assert_eq!(wake_in_ms(&s, Mono(20_000), 60_000), 5_005);
+    // Expired or unknown lease: the tick; never below 5 ms.
+    assert_eq!(wake_in_ms(&s, Mono(40_000), 100), 100);
+    assert_eq!(wake_in_ms(&p, Mono(9_999), 60_000), 5);
+}

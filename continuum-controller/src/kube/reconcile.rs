@@ -828,17 +828,9 @@ impl ObjectLoop {
         if acted {
             return Duration::from_millis(10);
         }
-        let mut ms = i64::try_from(tick.as_millis()).unwrap_or(5_000);
-        let now = self.exec.clock().mono();
-        if let Some(r) = decide::authority(o, now) {
-            ms = ms.min(o.spec.timing.renew_ms - now.since(r.sent_at));
-        } else if let Some(l) = &o.lease {
-            let left = l.remaining_ms(now);
-            if left > 0 {
-                ms = ms.min(left + 5);
-            }
-        }
-        Duration::from_millis(u64::try_from(ms.max(5)).unwrap_or(5))
+        let max = i64::try_from(tick.as_millis()).unwrap_or(5_000);
+        let ms = decide::wake_in_ms(o, self.exec.clock().mono(), max);
+        Duration::from_millis(u64::try_from(ms).unwrap_or(5))
     }
 }
 
