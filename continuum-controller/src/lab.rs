@@ -99,6 +99,8 @@ pub struct LabInfo {
     pub postgres: BTreeMap<String, String>,
     /// Region → route front URL.
     pub fronts: BTreeMap<String, String>,
+    /// Region → the controller's `/healthz`, `/readyz`, `/metrics` address.
+    pub metrics: BTreeMap<String, SocketAddr>,
 }
 
 /// A running lab. Dropping it stops every part.
@@ -229,7 +231,13 @@ impl Lab {
             &endpoints_path,
             serde_yaml::to_string(&endpoints).map_err(|e| LabError::Failed(e.to_string()))?,
         )?;
+        let mut metrics = BTreeMap::new();
+        for r in REGIONS {
+            let port = testkit::free_port().map_err(|e| LabError::Failed(e.to_string()))?;
+            metrics.insert(r.to_owned(), SocketAddr::from(([127, 0, 0, 1], port)));
+        }
         let info = LabInfo {
+            metrics,
             pid: std::process::id(),
             dir: opts.dir.clone(),
             witness_url,
@@ -356,6 +364,14 @@ impl Lab {
             .arg(&state)
             .arg("--tick-ms")
             .arg(self.opts.tick_ms.to_string())
+            .args(
+                self.info
+                    .metrics
+                    .get(r)
+                    .map(|a| ["--listen".to_owned(), a.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("CONTINUUM_WITNESS_TOKEN", WITNESS_TOKEN)
             .env("CONTINUUM_POWERDNS_API_KEY", self._pdns.api_key())
             .env("RUST_LOG", "info")

@@ -31,6 +31,7 @@ pub mod drill;
 pub mod exec;
 pub mod kube;
 pub mod lab;
+pub mod metrics;
 pub mod observe;
 pub mod ports;
 pub mod standalone;

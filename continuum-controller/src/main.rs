@@ -59,6 +59,9 @@ enum Cmd {
         /// lease frees up or a renew falls due).
         #[arg(long, env = "CONTINUUM_TICK_MS", default_value_t = 100)]
         tick_ms: u64,
+        /// Serve `/healthz`, `/readyz` and `/metrics` (`continuum_*`) on this address.
+        #[arg(long, env = "CONTINUUM_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Start or stop the two-region lab on loopback (real PostgreSQL, PowerDNS, NATS, witness).
     Lab {
@@ -259,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
             witness_token,
             powerdns_api_key,
             tick_ms,
+            listen,
         } => {
             init_tracing();
             let endpoints = Endpoints::load(&endpoints)?;
@@ -272,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
                     powerdns_api_key,
                 },
                 tick: Duration::from_millis(tick_ms.max(10)),
+                listen,
             };
             standalone::run(opts, shutdown_signal()).await?;
         }
@@ -292,6 +297,9 @@ async fn main() -> anyhow::Result<()> {
                 );
                 for (r, c) in &info.postgres {
                     println!("  {r}  postgres: {c}  front: {}", info.fronts[r]);
+                    if let Some(m) = info.metrics.get(r) {
+                        println!("  {r}  controller: http://{m}/metrics");
+                    }
                 }
                 println!(
                     "  status    continuum-controller status --lab-dir {}",

@@ -30,6 +30,7 @@ use crate::adapters::witness::WitnessAdapter;
 use crate::audit::AuditEvent;
 use crate::decide::{self, Condition, DbRole, LeaseObs, Mono, Observed, OpKind, Plan, Spec, Step};
 use crate::exec::{Clock, Executor, Memory, Outcome, Ports, Stopped, SystemClock, Timeouts};
+use crate::metrics::Metrics;
 use crate::observe::{self, ProbeTracker};
 use crate::ports::{Audit, AuditError, Dns, FileStateStore, PlaneError, Witness};
 
@@ -186,6 +187,8 @@ pub struct RunOptions {
     pub secrets: Secrets,
     /// Longest pause between two ticks.
     pub tick: Duration,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Loads the Continuum file and converts its spec for the decision core.
@@ -351,6 +354,7 @@ struct Loop {
     last_conditions: Vec<Condition>,
     status_path: PathBuf,
     last_status_write: Option<Mono>,
+    metrics: Arc<Metrics>,
 }
 
 /// Builds the adapters for `opts` (serving the lab route front in-process when configured).
@@ -480,6 +484,7 @@ async fn build(opts: &RunOptions, spec: &Spec) -> Result<(Loop, Option<RouteFron
         last_conditions: Vec::new(),
         status_path: opts.state_dir.join("status.json"),
         last_status_write: None,
+        metrics: Arc::new(Metrics::new()),
         opts: opts.clone(),
     };
     Ok((lp, front))
@@ -492,6 +497,21 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let spec = load_spec(&opts.config)?;
     let (mut lp, _front) = build(&opts, &spec).await?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = opts.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RunError::Setup(format!("metrics listener on {addr}: {e}")))?;
+        let router = crate::metrics::router(lp.metrics.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = http_stopped.await;
+                })
+                .await;
+        });
+    }
+    lp.metrics.set_ready(true);
     tracing::info!(
         region = %opts.region,
         regions = ?spec.regions,
@@ -508,6 +528,8 @@ pub async fn run(
             () = tokio::time::sleep(pause) => {}
         }
     }
+    lp.metrics.set_ready(false);
+    let _ = stop_http.send(());
     tracing::info!(region = %opts.region, "continuum controller stopped");
     Ok(())
 }
@@ -612,7 +634,16 @@ impl Loop {
             let started = std::time::Instant::now();
             let out = self.exec.run(&plan).await;
             self.last_run_ms = started.elapsed().as_millis();
+            self.record(&plan, &out, started.elapsed().as_secs_f64());
             acted = self.absorb(&plan, &out);
+        }
+        if observed.replication.lag_seconds != u64::MAX {
+            self.metrics
+                .lag
+                .get_or_create(&crate::metrics::ObjectLabel {
+                    continuum: self.spec.name.clone(),
+                })
+                .set(i64::try_from(observed.replication.lag_seconds).unwrap_or(i64::MAX));
         }
         self.write_status(&observed, &plan, now, acted);
         self.pause(&observed, acted)
@@ -657,6 +688,29 @@ impl Loop {
                 }
             }
             self.last_conditions = plan.conditions.clone();
+        }
+    }
+
+    /// Metrics of one executed plan: a reconcile, its duration per single-step plan (a renew
+    /// alone is the renew latency), failures by label.
+    fn record(&self, plan: &Plan, out: &Outcome, seconds: f64) {
+        let m = &self.metrics;
+        m.reconciles.inc();
+        if let [only] = plan.steps.as_slice() {
+            m.step(only.name(), seconds);
+        }
+        match &out.stopped {
+            Some(Stopped::Failed { error, .. }) => m.failure(error.metric_label()),
+            Some(Stopped::Stuck { .. }) => m.failure("stuck"),
+            None => {}
+        }
+        let label = crate::metrics::ObjectLabel {
+            continuum: self.spec.name.clone(),
+        };
+        if let Some(r) = self.mem.renewed {
+            m.epoch
+                .get_or_create(&label)
+                .set(i64::try_from(r.epoch).unwrap_or(i64::MAX));
         }
     }
 

@@ -8,7 +8,7 @@ mod kube_common;
 use std::sync::Arc;
 
 use continuum_controller::kube::cli::{KubeArgs, KubeCmd, kube_command};
-use continuum_controller::kube::metrics::{self, Metrics};
+use continuum_controller::metrics::{self, Metrics};
 use kube_common::*;
 
 #[tokio::test]

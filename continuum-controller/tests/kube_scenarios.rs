@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use continuum_controller::crd::ContinuumSpec;
 use continuum_controller::kube::cnpg::{BoxFuture, LagReading, StaticLag};
-use continuum_controller::kube::metrics::Metrics;
 use continuum_controller::kube::reconcile::{self, Context, PeerProbe, Settings};
 use continuum_controller::kube::{EPOCH_ANNOTATION, FINALIZER};
+use continuum_controller::metrics::Metrics;
 use kube::api::{Patch, PatchParams};
 use kube_common::*;
 use serde_json::{Value, json};

@@ -18,10 +18,10 @@ use serde_json::json;
 
 use super::cnpg::{LagSource, NoLag, PgLag};
 use super::leader::{self, LeaderConfig, Lost};
-use super::metrics::{self, Metrics};
 use super::reconcile::{self, Context, KubePeerProbe, Settings};
 use crate::crd::Continuum;
 use crate::decide::{self, Mono};
+use crate::metrics::{self, Metrics};
 
 /// Errors of the Kubernetes-mode commands.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,8 @@
 //!   `pdm-client`).
 //! - [`reconcile`]: the kube-rs `Controller` glue (finalizer [`FINALIZER`], events, backoff).
 //! - [`leader`]: in-region leader election with a `coordination.k8s.io/v1` Lease.
-//! - [`metrics`]: `/healthz`, `/readyz`, `/metrics` (`continuum_*`).
+//! - [`crate::metrics`]: `/healthz`, `/readyz`, `/metrics` (`continuum_*`), shared with the
+//!   standalone mode.
 //! - [`cli`]: `continuum-controller k status|plan|switchover|approve-failback`.
 //!
 //! Every data-plane write carries the fencing epoch in the annotation [`EPOCH_ANNOTATION`] of
@@ -38,7 +39,7 @@ pub mod cnpg;
 pub mod dns;
 pub mod httproute;
 pub mod leader;
-pub mod metrics;
+
 pub mod reconcile;
 pub mod status;
 

@@ -38,13 +38,13 @@ use kube::{Resource, ResourceExt};
 
 use super::cnpg::{CnpgDatabase, LagSource, NoLag, PeerCluster, cluster_resource};
 use super::httproute::HttpRouteRoutes;
-use super::metrics::{Metrics, ObjectLabel};
 use super::status::{RunReport, StatusStore, stop_name, summarize};
 use crate::adapters::postgres::DbObservation;
 use crate::adapters::witness::WitnessAdapter;
 use crate::crd::{Continuum, ContinuumSpec, ContinuumStatus, Phase};
 use crate::decide::{self, LeaseObs, Observed, OpKind, Plan, Spec, Step};
 use crate::exec::{Clock, Executor, Memory, Outcome, Ports, Stopped, SystemClock, Timeouts};
+use crate::metrics::{Metrics, ObjectLabel};
 use crate::observe::{self, ProbeTracker};
 use crate::ports::{StateStore, Witness};
 use crate::standalone::{LazyAudit, StandaloneDns};
@@ -255,7 +255,7 @@ pub struct Context {
     client: kube::Client,
     settings: Settings,
     recorder: Recorder,
-    /// Metrics (served by [`super::metrics::router`]).
+    /// Metrics (served by [`crate::metrics::router`]).
     pub metrics: Arc<Metrics>,
     objects: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<ObjectLoop>>>>,
 }

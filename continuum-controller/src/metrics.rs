@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics` of the Kubernetes mode.
+//! `/healthz`, `/readyz` and `/metrics` of the controller (Kubernetes and standalone modes).
 //!
 //! Metrics (prefix `continuum_`): `reconciles_total`, `failures_total{error}` (labels from
 //! [`crate::exec::ExecError::metric_label`], plus `spec`, `kube`), `step_duration_seconds{step}`
