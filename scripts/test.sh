@@ -18,8 +18,9 @@ python3 charts/tests/test_charts.py
 python3 charts/tests/test_audits.py
 cargo test --workspace
 # A short Continuum drill on the real lab (PostgreSQL pair, PowerDNS, NATS, witness-server):
-# 2 kills, 1 switchover and the approved failback at TTL 6 s; exits non-zero on a lost
-# transaction, two writers or a stuck failover.
+# 2 kills, 1 switchover, 1 partition from the witness, 1 database-only kill and the approved
+# failback at TTL 6 s; exits non-zero on a lost transaction, two writers, a partitioned primary
+# that did not fence before the grant, or a stuck failover.
 cargo build -p continuum-controller --bin continuum-controller
-"$CARGO_TARGET_DIR/debug/continuum-controller" drill --ttl 6 --renew 2 --kills 2 --switchovers 1 \
-  --dir "${TMPDIR:-/tmp}/continuum-ci-drill"
+"$CARGO_TARGET_DIR/debug/continuum-controller" drill --ttl 6 --renew 2 \
+  --kills 2 --switchovers 1 --partitions 1 --db-kills 1 --dir "${TMPDIR:-/tmp}/continuum-ci-drill"

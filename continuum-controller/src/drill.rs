@@ -194,6 +194,8 @@ pub struct DrillOptions {
     pub switchovers: u32,
     /// Partitions of the primary region from the witness.
     pub partitions: u32,
+    /// Kills of the primary's database alone (controller and route stay up).
+    pub db_kills: u32,
     /// Run the approved failback at the end.
     pub failback: bool,
     /// Restart the killed region at once instead of after the takeover (strict durability:
@@ -212,6 +214,8 @@ pub struct DrillReport {
     pub switchovers: u32,
     /// Partitions done.
     pub partitions: u32,
+    /// Database-only kills done.
+    pub db_kills: u32,
     /// Partitions in which the primary stopped acknowledging writes only AFTER the standby
     /// was granted the lease (must be 0).
     pub fence_after_grant: u32,
@@ -475,6 +479,38 @@ pub async fn run(
             ack.acked.duration_since(t0).as_millis()
         );
         lab.partition_from_witness(&primary, false);
+        lab.wait_healthy(heal).await?;
+    }
+    for d in 0..opts.db_kills {
+        let primary = lab
+            .primary()
+            .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
+        let other = REGIONS
+            .iter()
+            .find(|r| **r != primary)
+            .copied()
+            .unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.kill_database(&primary).await?;
+        let ack = wait_first_ack(
+            &w,
+            lab,
+            index_of(other),
+            t0,
+            ttl * 2 + Duration::from_secs(60),
+        )
+        .await?;
+        let lost = lost_on(lab, &w, other).await?;
+        rep.lost_tx += lost;
+        rep.db_kills += 1;
+        println!(
+            "[database kill {}/{}] {primary}'s database killed, its controller alive: {other} took writes after {} ms; lost {lost}; restarting the database",
+            d + 1,
+            opts.db_kills,
+            ack.acked.duration_since(t0).as_millis()
+        );
+        lab.restart_database(&primary).await?;
         lab.wait_healthy(heal).await?;
     }
     if opts.failback {

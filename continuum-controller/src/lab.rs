@@ -412,6 +412,23 @@ impl Lab {
         db
     }
 
+    /// SIGKILLs only region `r`'s database (its controller and route stay up).
+    pub async fn kill_database(&self, r: &str) -> Result<(), LabError> {
+        node(&self.pair, r)
+            .kill_server()
+            .await
+            .map_err(|e| LabError::Failed(format!("killing {r}'s database: {e}")))
+    }
+
+    /// Starts region `r`'s database again, fenced (its controller decides what it becomes).
+    pub async fn restart_database(&self, r: &str) -> Result<(), LabError> {
+        let pg = node(&self.pair, r);
+        boot_fenced(pg)?;
+        pg.start_server()
+            .await
+            .map_err(|e| LabError::Failed(format!("starting {r}'s database: {e}")))
+    }
+
     /// Brings region `r` back after a kill: its database boots fenced, then its controller
     /// starts (and rebuilds the database as a standby when the peer holds the lease).
     pub async fn restart_region(&mut self, r: &str) -> Result<(), LabError> {

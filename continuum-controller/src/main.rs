@@ -82,6 +82,10 @@ enum Cmd {
         /// proxy) and must self-fence before the standby is granted the lease.
         #[arg(long, default_value_t = 0)]
         partitions: u32,
+        /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
+        /// controller must stop renewing so the standby takes over.
+        #[arg(long, default_value_t = 0)]
+        db_kills: u32,
         /// Skip the approved failback at the end.
         #[arg(long)]
         no_failback: bool,
@@ -335,6 +339,7 @@ async fn main() -> anyhow::Result<()> {
             kills,
             switchovers,
             partitions,
+            db_kills,
             no_failback,
             lab: args,
         } => {
@@ -359,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
                     kills,
                     switchovers,
                     partitions,
+                    db_kills,
                     failback: !no_failback,
                     restart_at_once: args.durability == "strict",
                     interval: Duration::from_millis(args.write_interval_ms.max(1)),
@@ -380,6 +386,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             println!("{}", rep.line());
+            if rep.db_kills > 0 {
+                println!("database_kills={} (all taken over)", rep.db_kills);
+            }
             if rep.partitions > 0 {
                 println!(
                     "partitions={} fenced_before_grant={}",

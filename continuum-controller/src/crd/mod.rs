@@ -992,6 +992,7 @@ pub fn condition_type(kind: ConditionKind) -> &'static str {
         ConditionKind::NeedsRebuild => "NeedsRebuild",
         ConditionKind::SwitchoverBlocked => "SwitchoverBlocked",
         ConditionKind::HoldDown => "HoldDown",
+        ConditionKind::DatabaseDown => "DatabaseDown",
     }
 }
 

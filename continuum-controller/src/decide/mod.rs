@@ -8,7 +8,8 @@
 //!    write authority (no successful renew within `deadline = ttl − renew − margin` of the
 //!    renew's SEND time, or the witness names another holder) drains its route, makes the
 //!    database read-only and audits — before the witness can grant the lease elsewhere.
-//! 2. **Renew.** The holder renews every `renew` interval.
+//! 2. **Renew.** The holder renews every `renew` interval while its database answers (a holder
+//!    whose database is down lets the lease lapse, so the peer can take over).
 //! 3. **Operation in progress** (switchover/failback source): drain → demote → wait replayed
 //!    → release.
 //! 4. **Holder that is a standby promotes** (it only holds the lease after acquiring it, which
@@ -101,11 +102,22 @@ pub fn decide(o: &Observed, now: Mono) -> Plan {
         return plan;
     }
 
-    // 2. Renew.
+    // 2. Renew — only while the local database answers: a holder whose database is down must
+    // let the lease lapse (its route's dead-man switch drains it by the deadline), or a
+    // database crash under a live controller would block the failover forever.
     if let Some(r) = authority
         && now.since(r.sent_at) >= t.renew_ms
     {
-        plan.steps.push(Step::RenewLease { epoch: r.epoch });
+        if o.local.db == DbRole::Down {
+            cond(
+                &mut plan,
+                ConditionKind::DatabaseDown,
+                "local database unreachable: not renewing; the lease lapses at the deadline"
+                    .to_owned(),
+            );
+        } else {
+            plan.steps.push(Step::RenewLease { epoch: r.epoch });
+        }
     }
 
     // 3. Switchover/failback as the source.

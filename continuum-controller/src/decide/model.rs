@@ -392,6 +392,8 @@ pub enum ConditionKind {
     SwitchoverBlocked,
     /// A change is held back by the hold-down timer.
     HoldDown,
+    /// The local database does not answer; a holder stops renewing.
+    DatabaseDown,
 }
 
 /// A condition with its message.

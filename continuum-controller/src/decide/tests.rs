@@ -112,6 +112,17 @@ rules! {
         steps: &["renew-lease"],
         conditions: &[],
     },
+    holder_whose_database_is_down_stops_renewing_so_the_lease_lapses: Row {
+        name: "holder whose database is down stops renewing so the lease lapses",
+        observed: || {
+            let mut o = primary();
+            o.local.db = DbRole::Down;
+            o
+        },
+        now: 10_000,
+        steps: &[],
+        conditions: &[C::DatabaseDown],
+    },
     primary_does_nothing_before_the_renew_interval: Row {
         name: "primary does nothing before the renew interval",
         observed: primary,
