@@ -404,6 +404,16 @@ class ContinuumController(Common, unittest.TestCase):
         self.assertEqual(pod["volumes"][0]["secret"]["secretName"], "peer-kc")
         self.assertEqual(c["volumeMounts"][0]["mountPath"], "/etc/continuum/peer")
 
+    def test_secrets_named_by_continuums_are_readable_by_name_only(self):
+        def secret_rules(values):
+            role = next(d for d in render(self.NAME, values) if d["kind"] == "ClusterRole")
+            return [r for r in role["rules"] if "secrets" in r["resources"]]
+        self.assertEqual(secret_rules(ci_values(self.NAME, "on.yaml")), [])
+        rules = secret_rules(ci_values(self.NAME, "peer-access.yaml"))
+        self.assertEqual(len(rules), 1)
+        self.assertEqual(rules[0]["resourceNames"], ["continuum-cf-token", "pdns-api"])
+        self.assertEqual(rules[0]["verbs"], ["get"])
+
     def test_operator_env_probes_and_replicas(self):
         docs = render(self.NAME, ci_values(self.NAME, "on.yaml"))
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
