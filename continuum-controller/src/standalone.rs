@@ -341,7 +341,9 @@ fn err_text(s: &Stopped) -> String {
 struct Loop {
     opts: RunOptions,
     spec: Spec,
-    spec_stamp: Option<std::time::SystemTime>,
+    /// The config file's bytes when last loaded: a change is detected by content, not by
+    /// mtime (two writes within one timestamp tick of the filesystem share an mtime).
+    spec_text: Option<Vec<u8>>,
     exec: StandaloneExecutor,
     peer_front: reqwest::Client,
     peer_front_url: String,
@@ -469,9 +471,7 @@ async fn build(opts: &RunOptions, spec: &Spec) -> Result<(Loop, Option<RouteFron
         .map_err(|e| RunError::Setup(format!("HTTP client: {e}")))?;
     let lp = Loop {
         spec: spec.clone(),
-        spec_stamp: std::fs::metadata(&opts.config)
-            .and_then(|m| m.modified())
-            .ok(),
+        spec_text: std::fs::read(&opts.config).ok(),
         exec,
         peer_front,
         peer_front_url: theirs.front_url.trim_end_matches('/').to_owned(),
@@ -536,13 +536,11 @@ pub async fn run(
 
 impl Loop {
     fn reload_spec(&mut self) {
-        let stamp = std::fs::metadata(&self.opts.config)
-            .and_then(|m| m.modified())
-            .ok();
-        if stamp == self.spec_stamp {
+        let text = std::fs::read(&self.opts.config).ok();
+        if text == self.spec_text {
             return;
         }
-        self.spec_stamp = stamp;
+        self.spec_text = text;
         match load_spec(&self.opts.config) {
             Ok(s) if s.timing != self.spec.timing => tracing::warn!(
                 "lease timing changed in the config: restart the controller to apply it; \
