@@ -56,6 +56,41 @@ async fn count(pg: &Pg) -> i64 {
         .get(0)
 }
 
+/// Waits until the adapter's database is a standby that streams from its peer.
+async fn wait_streaming_standby(db: &PgDatabase, what: &str) {
+    eventually(what, WAIT, || async {
+        let o = db.observe().await.map_err(|e| e.to_string())?;
+        if o.role == DbRole::Standby && o.streaming {
+            Ok(())
+        } else {
+            Err(format!("{o:?}"))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until `pg` holds `want` rows in `t` (it may be restarting or catching up).
+async fn wait_rows(pg: &Pg, what: &str, want: i64) {
+    eventually(what, WAIT, || async {
+        let n = pg
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?
+            .query_one("select count(*) from t", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get::<_, i64>(0);
+        if n == want {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await
+    .unwrap();
+}
+
 async fn write_rows(pg: &Pg, from: i32, to: i32) {
     let c = pg.connect().await.unwrap();
     for i in from..to {
@@ -244,24 +279,7 @@ async fn switchover_demote_wait_replayed_promote_then_the_old_primary_follows() 
     s.promote(2).await.unwrap();
     assert_eq!(count(pair.standby()).await, 100);
     write_rows(pair.standby(), 100, 110).await;
-    eventually("old primary follows the new one", WAIT, || async {
-        let n = pair
-            .primary()
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?
-            .query_one("select count(*) from t", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get::<_, i64>(0);
-        if n == 110 {
-            Ok(())
-        } else {
-            Err(format!("{n} rows"))
-        }
-    })
-    .await
-    .unwrap();
+    wait_rows(pair.primary(), "old primary follows the new one", 110).await;
 }
 
 #[tokio::test]
@@ -280,32 +298,8 @@ async fn rebuild_rewinds_the_crashed_old_primary_into_a_standby_of_the_new_one()
 
     let p = primary_db(&pair);
     p.rebuild("standby", 3).await.unwrap();
-    eventually(
-        "rebuilt node streams and has the new rows",
-        WAIT,
-        || async {
-            let o = p.observe().await.map_err(|e| e.to_string())?;
-            if o.role != DbRole::Standby || !o.streaming {
-                return Err(format!("{o:?}"));
-            }
-            let n = pair
-                .primary()
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?
-                .query_one("select count(*) from t", &[])
-                .await
-                .map_err(|e| e.to_string())?
-                .get::<_, i64>(0);
-            if n == 30 {
-                Ok(())
-            } else {
-                Err(format!("{n} rows"))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_streaming_standby(&p, "rebuilt node streams").await;
+    wait_rows(pair.primary(), "rebuilt node has the new rows", 30).await;
     // Idempotent once streaming.
     p.rebuild("standby", 3).await.unwrap();
     // Sync can be restored on the new primary with the rebuilt peer.
@@ -338,20 +332,8 @@ async fn rebuild_re_clones_when_the_old_primary_lost_its_data_directory() {
         let tail: Vec<&str> = log.lines().rev().take(15).collect();
         panic!("rebuild: {e}\n{}", tail.join("\n"));
     }
-    eventually("re-cloned node streams with every row", WAIT, || async {
-        let o = p.observe().await.map_err(|e| e.to_string())?;
-        if o.role != DbRole::Standby || !o.streaming {
-            return Err(format!("{o:?}"));
-        }
-        let n = count(pair.primary()).await;
-        if n == 30 {
-            Ok(())
-        } else {
-            Err(format!("{n} rows"))
-        }
-    })
-    .await
-    .unwrap();
+    wait_streaming_standby(&p, "re-cloned node streams").await;
+    wait_rows(pair.primary(), "re-cloned node has every row", 30).await;
     assert!(
         !pair
             .primary()
@@ -386,22 +368,5 @@ async fn demote_of_a_cleanly_stopped_primary_starts_it_as_a_standby() {
     .unwrap();
     s.promote(4).await.unwrap();
     write_rows(pair.standby(), 10, 15).await;
-    eventually("old primary follows the new one", WAIT, || async {
-        let n = pair
-            .primary()
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?
-            .query_one("select count(*) from t", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get::<_, i64>(0);
-        if n == 15 {
-            Ok(())
-        } else {
-            Err(format!("{n} rows"))
-        }
-    })
-    .await
-    .unwrap();
+    wait_rows(pair.primary(), "old primary follows the new one", 15).await;
 }
