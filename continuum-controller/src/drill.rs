@@ -126,6 +126,15 @@ impl Writer {
             .cloned()
     }
 
+    /// Write unavailability across a change of primary: from the last ack by `old` before the
+    /// new primary's first ack to that first ack, in ms (0 when `old` acknowledged nothing).
+    pub fn gap_ms(&self, old: usize, first_on_new: &Ack) -> u64 {
+        self.last_ack_before(old, first_on_new.acked)
+            .map_or(0, |last| {
+                first_on_new.acked.duration_since(last.acked).as_millis() as u64
+            })
+    }
+
     /// The last ack by `region` acknowledged before `before`.
     pub fn last_ack_before(&self, region: usize, before: Instant) -> Option<Ack> {
         lock(&self.ledger)
@@ -311,22 +320,32 @@ async fn lost_on(lab: &Lab, w: &Writer, region: &str) -> Result<u64, LabError> {
     Ok(missing.len() as u64)
 }
 
+/// Waits for the first write acknowledged at or after `since` by `region` (`None`: by either
+/// region).
 async fn wait_first_ack(
     w: &Writer,
     lab: &Lab,
-    region: usize,
+    region: Option<usize>,
     since: Instant,
     limit: Duration,
 ) -> Result<Ack, LabError> {
     let deadline = since + limit;
+    let regions: &[usize] = match &region {
+        Some(r) => std::slice::from_ref(r),
+        None => &[0, 1],
+    };
     loop {
-        if let Some(a) = w.first_ack_after(region, since) {
+        let first = regions
+            .iter()
+            .filter_map(|r| w.first_ack_after(*r, since))
+            .min_by_key(|a| a.acked);
+        if let Some(a) = first {
             return Ok(a);
         }
         if Instant::now() > deadline {
+            let by = region.map_or("either region", |r| REGIONS[r]);
             return Err(LabError::Timeout(format!(
-                "no write acknowledged by {} within {limit:?}: {}",
-                REGIONS[region],
+                "no write acknowledged by {by} within {limit:?}: {}",
                 lab.describe()
             )));
         }
@@ -334,27 +353,13 @@ async fn wait_first_ack(
     }
 }
 
-async fn wait_first_ack_any(
-    w: &Writer,
-    lab: &Lab,
-    since: Instant,
-    limit: Duration,
-) -> Result<Ack, LabError> {
-    let deadline = since + limit;
-    loop {
-        let a = w.first_ack_after(0, since);
-        let b = w.first_ack_after(1, since);
-        if let Some(x) = [a, b].into_iter().flatten().min_by_key(|x| x.acked) {
-            return Ok(x);
-        }
-        if Instant::now() > deadline {
-            return Err(LabError::Timeout(format!(
-                "no write acknowledged within {limit:?}: {}",
-                lab.describe()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The region with write authority and its peer.
+fn primary_and_peer(lab: &Lab) -> Result<(String, &'static str), LabError> {
+    let primary = lab
+        .primary()
+        .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
+    let peer = REGIONS[1 - index_of(&primary)];
+    Ok((primary, peer))
 }
 
 /// Runs the drill against a healthy lab, printing progress; returns the figures.
@@ -379,14 +384,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     while k < opts.kills || s < opts.switchovers {
         step += 1;
-        let primary = lab
-            .primary()
-            .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
-        let other = REGIONS
-            .iter()
-            .find(|r| **r != primary)
-            .copied()
-            .unwrap_or_default();
+        let (primary, other) = primary_and_peer(lab)?;
         let do_kill = k < opts.kills && (s >= opts.switchovers || k <= s);
         if do_kill {
             k += 1;
@@ -401,9 +399,16 @@ pub async fn run(
             // standby.
             let ack = if opts.restart_at_once {
                 lab.restart_region(&primary).await?;
-                wait_first_ack_any(&w, lab, t0, ttl + Duration::from_secs(120)).await?
+                wait_first_ack(&w, lab, None, t0, ttl + Duration::from_secs(120)).await?
             } else {
-                wait_first_ack(&w, lab, index_of(other), t0, ttl + Duration::from_secs(60)).await?
+                wait_first_ack(
+                    &w,
+                    lab,
+                    Some(index_of(other)),
+                    t0,
+                    ttl + Duration::from_secs(60),
+                )
+                .await?
             };
             let other = REGIONS[ack.region];
             let rto = ack.acked.duration_since(t0).as_millis() as u64;
@@ -424,12 +429,8 @@ pub async fn run(
             let t0 = Instant::now();
             lab.request_switchover(Some((id, other.to_owned())))?;
             let first =
-                wait_first_ack(&w, lab, index_of(other), t0, Duration::from_secs(60)).await?;
-            let gap = w
-                .last_ack_before(index_of(&primary), first.acked)
-                .map_or(0, |last| {
-                    first.acked.duration_since(last.acked).as_millis() as u64
-                });
+                wait_first_ack(&w, lab, Some(index_of(other)), t0, Duration::from_secs(60)).await?;
+            let gap = w.gap_ms(index_of(&primary), &first);
             rep.switchover_ms.push(gap);
             let lost = lost_on(lab, &w, other).await?;
             rep.lost_tx += lost;
@@ -442,19 +443,18 @@ pub async fn run(
         lab.request_switchover(None)?;
     }
     for p in 0..opts.partitions {
-        let primary = lab
-            .primary()
-            .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
-        let other = REGIONS
-            .iter()
-            .find(|r| **r != primary)
-            .copied()
-            .unwrap_or_default();
+        let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
         lab.partition_from_witness(&primary, true);
-        let ack =
-            wait_first_ack(&w, lab, index_of(other), t0, ttl + Duration::from_secs(60)).await?;
+        let ack = wait_first_ack(
+            &w,
+            lab,
+            Some(index_of(other)),
+            t0,
+            ttl + Duration::from_secs(60),
+        )
+        .await?;
         let lease = lab.lease().await?;
         let granted = lease.state.acquired_at.map_or(0, |m| m.0);
         let last_old = w
@@ -482,21 +482,14 @@ pub async fn run(
         lab.wait_healthy(heal).await?;
     }
     for d in 0..opts.db_kills {
-        let primary = lab
-            .primary()
-            .ok_or_else(|| LabError::Failed(format!("no primary: {}", lab.describe())))?;
-        let other = REGIONS
-            .iter()
-            .find(|r| **r != primary)
-            .copied()
-            .unwrap_or_default();
+        let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
         lab.kill_database(&primary).await?;
         let ack = wait_first_ack(
             &w,
             lab,
-            index_of(other),
+            Some(index_of(other)),
             t0,
             ttl * 2 + Duration::from_secs(60),
         )
@@ -519,7 +512,7 @@ pub async fn run(
             // Move away first so there is something to fail back.
             let t0 = Instant::now();
             lab.request_switchover(Some(("drill-away".into(), REGIONS[1].to_owned())))?;
-            wait_first_ack(&w, lab, 1, t0, Duration::from_secs(60)).await?;
+            wait_first_ack(&w, lab, Some(1), t0, Duration::from_secs(60)).await?;
             lab.wait_healthy(heal).await?;
             lab.request_switchover(None)?;
             rep.switchovers += 1;
@@ -554,10 +547,8 @@ pub async fn run(
         println!("failback to {home} requested: waiting for approval (FailbackAwaitingApproval)");
         let t0 = Instant::now();
         lab.request_failback(Some(("drill-failback".into(), true)))?;
-        let first = wait_first_ack(&w, lab, 0, t0, Duration::from_secs(60)).await?;
-        let gap = w.last_ack_before(1, first.acked).map_or(0, |last| {
-            first.acked.duration_since(last.acked).as_millis() as u64
-        });
+        let first = wait_first_ack(&w, lab, Some(0), t0, Duration::from_secs(60)).await?;
+        let gap = w.gap_ms(1, &first);
         let lost = lost_on(lab, &w, home).await?;
         rep.lost_tx += lost;
         rep.failbacks += 1;
