@@ -22,7 +22,11 @@ use std::collections::BTreeMap;
 use contract::lease::HolderReport;
 
 use crate::adapters::postgres::DbObservation;
-use crate::decide::{DbRole, LeaseObs, Local, Lsn, Mono, Probe, Replication, Timing};
+use crate::decide::{
+    DbRole, LeaseObs, Local, Lsn, Mono, Observed, OpKind, Probe, Replication, Spec, Timing,
+};
+use crate::exec::Memory;
+use crate::ports::Persisted;
 
 /// What the local primary reports with its acquire/renew. `None` when the database could not
 /// be read (the renew then carries no report, which a standby treats as not synchronous).
@@ -132,6 +136,36 @@ impl ProbeTracker {
                 failing_since: *since,
             })
             .collect()
+    }
+}
+
+/// Everything a runner feeds [`crate::decide::decide`]: this tick's readings (database, route)
+/// and what it remembers (lease, grant, probes, the persisted operation). Shared by the
+/// standalone and Kubernetes runners.
+pub fn observed(
+    region: &str,
+    spec: &Spec,
+    db: Option<&DbObservation>,
+    route_drained: Option<bool>,
+    persisted: &Persisted,
+    mem: &Memory,
+    probes: &ProbeTracker,
+) -> Observed {
+    let needs_rebuild = persisted
+        .operation
+        .as_ref()
+        .is_some_and(|o| o.kind == OpKind::Rebuild);
+    Observed {
+        region: region.to_owned(),
+        spec: spec.clone(),
+        local: local(db, route_drained),
+        lease: mem.lease.clone(),
+        renewed: mem.renewed,
+        replication: replication(region, db, mem.lease.as_ref(), &spec.timing, needs_rebuild),
+        probes: probes.probes(),
+        operation: persisted.operation.clone(),
+        completed: persisted.completed.clone(),
+        last_change: mem.last_change,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::adapters::postgres::{DbObservation, NodeControl, PgConfig, PgDatabase
 use crate::adapters::routes::{HttpRoutes, RouteFront};
 use crate::adapters::witness::WitnessAdapter;
 use crate::audit::AuditEvent;
-use crate::decide::{self, Condition, DbRole, LeaseObs, Mono, Observed, OpKind, Plan, Spec, Step};
+use crate::decide::{self, Condition, DbRole, LeaseObs, Mono, Observed, Plan, Spec, Step};
 use crate::exec::{Clock, Executor, Memory, Outcome, Ports, Stopped, SystemClock, Timeouts};
 use crate::metrics::Metrics;
 use crate::observe::{self, ProbeTracker};
@@ -614,7 +614,7 @@ impl Loop {
         let now = self.exec.clock().mono();
         let persisted = self.exec.load().await.unwrap_or_default();
         // The witness: read unless this region has authority (its renews answer then).
-        let mut observed = self.observed(dbo.as_ref(), route.as_ref(), &persisted, now);
+        let mut observed = self.observed(dbo.as_ref(), route.as_ref(), &persisted);
         if decide::authority(&observed, now).is_none() {
             match self.exec.ports().witness.read().await {
                 Ok(v) => self.remember_lease(&v),
@@ -623,7 +623,7 @@ impl Loop {
         }
         self.probe_peer(now).await;
         let now = self.exec.clock().mono();
-        observed = self.observed(dbo.as_ref(), route.as_ref(), &persisted, now);
+        observed = self.observed(dbo.as_ref(), route.as_ref(), &persisted);
         self.exec.set_report(observe::holder_report(dbo.as_ref()));
         let plan = decide::decide(&observed, now);
         self.log_conditions(&plan);
@@ -652,30 +652,16 @@ impl Loop {
         dbo: Option<&DbObservation>,
         route: Option<&crate::adapters::routes::FrontView>,
         persisted: &crate::ports::Persisted,
-        _now: Mono,
     ) -> Observed {
-        let needs_rebuild = persisted
-            .operation
-            .as_ref()
-            .is_some_and(|o| o.kind == OpKind::Rebuild);
-        Observed {
-            region: self.opts.region.clone(),
-            spec: self.spec.clone(),
-            local: observe::local(dbo, route.map(|r| r.drained)),
-            lease: self.mem.lease.clone(),
-            renewed: self.mem.renewed,
-            replication: observe::replication(
-                &self.opts.region,
-                dbo,
-                self.mem.lease.as_ref(),
-                &self.spec.timing,
-                needs_rebuild,
-            ),
-            probes: self.probes.probes(),
-            operation: persisted.operation.clone(),
-            completed: persisted.completed.clone(),
-            last_change: self.mem.last_change,
-        }
+        observe::observed(
+            &self.opts.region,
+            &self.spec,
+            dbo,
+            route.map(|r| r.drained),
+            persisted,
+            &self.mem,
+            &self.probes,
+        )
     }
 
     fn log_conditions(&mut self, plan: &Plan) {

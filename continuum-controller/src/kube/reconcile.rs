@@ -607,28 +607,15 @@ impl ObjectLoop {
         drained: Option<bool>,
         persisted: &crate::ports::Persisted,
     ) -> Observed {
-        let needs_rebuild = persisted
-            .operation
-            .as_ref()
-            .is_some_and(|o| o.kind == OpKind::Rebuild);
-        Observed {
-            region: region.to_owned(),
-            spec: spec.clone(),
-            local: observe::local(dbo, drained),
-            lease: self.mem.lease.clone(),
-            renewed: self.mem.renewed,
-            replication: observe::replication(
-                region,
-                dbo,
-                self.mem.lease.as_ref(),
-                &spec.timing,
-                needs_rebuild,
-            ),
-            probes: self.probes.probes(),
-            operation: persisted.operation.clone(),
-            completed: persisted.completed.clone(),
-            last_change: self.mem.last_change,
-        }
+        observe::observed(
+            region,
+            spec,
+            dbo,
+            drained,
+            persisted,
+            &self.mem,
+            &self.probes,
+        )
     }
 
     /// Runs each step as a one-step plan through the executor, timing it; stops like
