@@ -203,7 +203,7 @@ impl Lab {
                             .map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from),
                         log: pg.log_path(),
                         port: pg.port(),
-                        run_as: nix_is_root().then(|| "postgres".to_owned()),
+                        run_as: nix::unistd::geteuid().is_root().then(|| "postgres".to_owned()),
                     },
                 },
             );
@@ -577,13 +577,6 @@ fn node<'a>(pair: &'a PgPair, r: &str) -> &'a Pg {
     } else {
         pair.standby()
     }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    })
 }
 
 /// Sets `default_transaction_read_only = on` in the stopped node's `postgresql.auto.conf`.
