@@ -203,7 +203,9 @@ impl Lab {
                             .map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from),
                         log: pg.log_path(),
                         port: pg.port(),
-                        run_as: nix::unistd::geteuid().is_root().then(|| "postgres".to_owned()),
+                        run_as: nix::unistd::geteuid()
+                            .is_root()
+                            .then(|| "postgres".to_owned()),
                     },
                 },
             );
