@@ -11,7 +11,8 @@
 //! body `{holder, ttlSeconds, op}`, DELETE with `X-Holder`, 412 with the current state on a
 //! conflict, 400 with upstream's error codes, 404/405/OPTIONS as upstream. Additions: `epoch`
 //! and `witnessNow` in every state, `conflict` (the reason) on 412, `X-Request-Id`
-//! idempotency, per-token holder binding (403 `forbidden_holder`), and DELETE answers 200 with
+//! idempotency, per-token holder and slot binding (403 `forbidden_holder`, `forbidden_slot`;
+//! see [`crate::auth`]), and DELETE answers 200 with
 //! the state (204 when the slot never existed) — upstream's client accepts both.
 
 use crate::auth::Tokens;
@@ -242,6 +243,15 @@ pub fn parse(inc: &Incoming, tokens: &Tokens) -> Result<Route, ApiResponse> {
         .ok_or_else(|| {
             ApiResponse::error(401, "unauthorized", "missing or unknown bearer token")
         })?;
+    // Before anything else about the request: a token bound to other slots has no business
+    // with this one, whatever the method (so it can neither take, release nor read it).
+    if !grant.may_use_slot(&slot) {
+        return Err(ApiResponse::error(
+            403,
+            "forbidden_slot",
+            format!("this token is not bound to slot {slot:?}"),
+        ));
+    }
     let forbid = |holder: &str| {
         ApiResponse::error(
             403,

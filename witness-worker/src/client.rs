@@ -56,8 +56,8 @@ pub enum WitnessError {
     /// 401: the token is unknown.
     #[error("witness refused the token (401)")]
     Unauthorized,
-    /// 403: the token may not act as this holder.
-    #[error("token may not act as this holder (403): {0}")]
+    /// 403: the token may not act as this holder or is not bound to this slot.
+    #[error("token may not act as this holder or use this slot (403): {0}")]
     Forbidden(String),
     /// 400: the request is malformed (a bug or bad configuration).
     #[error("witness rejected the request: {0}")]

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`api`] (pure, every target): the HTTP protocol, compatible with upstream's Worker, that
 //!   both runtimes share: parse → [`contract::apply`] → respond.
-//! - [`auth`] (every target): bearer tokens bound to the holders they may act as.
+//! - [`auth`] (every target): bearer tokens bound to the holders they may act as and the
+//!   slots they may use.
 //! - `wasm` (wasm32 only): the Cloudflare Worker entry and the `LeaseObject` Durable Object
 //!   (one per slot; the transition runs inside a storage transaction; expiry from the object's
 //!   clock on every request).

@@ -11,7 +11,7 @@ mod common;
 
 use common::TOKENS_JSON;
 use contract::LeaseState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -183,7 +183,7 @@ async fn wait_healthy(base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_clients_never_see_two_holders_across_a_witness_server_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml: HashMap<String, Vec<String>> = serde_json::from_str(TOKENS_JSON).unwrap();
+    let yaml: serde_json::Value = serde_json::from_str(TOKENS_JSON).unwrap();
     std::fs::write(
         dir.path().join("tokens.yaml"),
         serde_yaml::to_string(&yaml).unwrap(),

@@ -261,6 +261,53 @@ async fn http_extras(base: &str) {
         "forbidden_holder"
     );
 
+    // Per-token slot binding: tok-bound may act as region-a on slot "bound" only. Anywhere
+    // else it is refused with 403 forbidden_slot and changes nothing.
+    let r = put("bound-elsewhere", "tok-bound", 0, None, acquire("region-a"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "forbidden_slot", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("bound-elsewhere"),
+        "{v}"
+    );
+    let r = http
+        .get(url("bound-elsewhere"))
+        .bearer_auth("tok-any")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a refused request wrote nothing");
+    // Not even region-a's lease of another slot can be released with it.
+    let r = http
+        .delete(url("idem"))
+        .bearer_auth("tok-bound")
+        .header("If-Match", "1")
+        .header("X-Holder", "region-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = http
+        .get(url("idem"))
+        .bearer_auth("tok-any")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["holder"].as_str(), v["generation"].as_u64()),
+        (Some("region-a"), Some(1))
+    );
+    let r = put("bound", "tok-bound", 0, None, acquire("region-a"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "its own slot works");
+
     // Unknown token, missing If-Match, bad JSON, wrong path, wrong method.
     let r = put("x", "nope", 0, None, acquire("region-a"))
         .await

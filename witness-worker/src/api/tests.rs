@@ -175,3 +175,60 @@ fn options_answers_allow_without_auth() {
     assert_eq!(r.status, 204);
     assert!(r.headers.iter().any(|(k, _)| *k == "Allow"));
 }
+
+/// The object form binds a token to slots; the list form (`tok-a`) keeps meaning every slot.
+fn slot_bound_tokens() -> Tokens {
+    Tokens::from_json(
+        r#"{"tok-app1":{"holders":["region-a"],"slots":["app-1","team/app-2"]},
+            "tok-a":["region-a"]}"#,
+    )
+    .expect("a token map with a slot-bound token")
+}
+
+fn on(method: Method, path: &str, tok: &str) -> Incoming {
+    Incoming {
+        method: Some(method),
+        path: path.into(),
+        authorization: Some(format!("Bearer {tok}")),
+        if_match: Some("0".into()),
+        x_holder: Some("region-a".into()),
+        request_id: None,
+        body: GOOD.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn a_slot_bound_token_is_refused_on_every_other_slot_for_every_method() {
+    let t = slot_bound_tokens();
+    for method in [Method::Get, Method::Put, Method::Delete] {
+        for path in ["/lease/app-3", "/lease/app-1x", "/lease/team%2Fapp-3"] {
+            let r = parse(&on(method, path, "tok-app1"), &t).unwrap_err();
+            assert_eq!(
+                (r.status, r.error_code().as_deref()),
+                (403, Some("forbidden_slot")),
+                "{method:?} {path}"
+            );
+            let text = String::from_utf8_lossy(&r.body);
+            assert!(text.contains("slot"), "{text}");
+        }
+        for path in ["/lease/app-1", "/lease/team%2Fapp-2"] {
+            assert!(parse(&on(method, path, "tok-app1"), &t).is_ok(), "{path}");
+        }
+        // The old list form is bound to holders only: every slot.
+        assert!(parse(&on(method, "/lease/app-3", "tok-a"), &t).is_ok());
+    }
+    // raise-floor is a PUT like any other: the slot binding applies.
+    let mut raise = on(Method::Put, "/lease/app-3", "tok-app1");
+    raise.body = br#"{"holder":"region-a","op":"raise-floor","epoch":3}"#.to_vec();
+    assert_eq!(parse(&raise, &t).unwrap_err().status, 403);
+    // The holder binding still applies on a bound slot.
+    let mut other_holder = on(Method::Put, "/lease/app-1", "tok-app1");
+    other_holder.body = br#"{"holder":"region-b","ttlSeconds":30,"op":"acquire"}"#.to_vec();
+    assert_eq!(
+        parse(&other_holder, &t)
+            .unwrap_err()
+            .error_code()
+            .as_deref(),
+        Some("forbidden_holder")
+    );
+}

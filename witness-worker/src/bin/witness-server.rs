@@ -22,8 +22,10 @@ struct Args {
     /// State file (JSON; created when absent; keep it on durable storage).
     #[arg(long, env = "WITNESS_STATE")]
     state: PathBuf,
-    /// Tokens file: YAML map of bearer token -> holders it may act as, e.g.
-    /// `tok-a: [region-a]` (`"*"` = any holder).
+    /// Tokens file: YAML map of bearer token -> what it is bound to. `tok-a: {holders:
+    /// [region-a], slots: [app-1]}` may act as region-a on slot app-1 only (403
+    /// forbidden_slot elsewhere); the list form `tok-a: [region-a]` and an object without
+    /// `slots` allow every slot. `"*"` = any holder / every slot.
     #[arg(long, env = "WITNESS_TOKENS")]
     tokens: PathBuf,
 }
@@ -33,7 +35,7 @@ fn load_tokens(path: &PathBuf) -> anyhow::Result<Tokens> {
         .with_context(|| format!("reading tokens file {}", path.display()))?;
     let tokens: Tokens = serde_yaml::from_str(&text).with_context(|| {
         format!(
-            "tokens file {} is not a map of token -> [holders]",
+            "tokens file {} is not a map of token -> [holders] or token -> {{holders: [..], slots: [..]}}",
             path.display()
         )
     })?;

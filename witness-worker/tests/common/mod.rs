@@ -137,8 +137,9 @@ impl LeaseApi for Http {
     }
 }
 
-/// Tokens used by every HTTP target: one per region plus an any-holder token.
-pub const TOKENS_JSON: &str = r#"{"tok-any":["*"],"tok-a":["region-a"],"tok-b":["region-b"]}"#;
+/// Tokens used by every HTTP target: one per region, an any-holder token, and `tok-bound`,
+/// which may act as region-a on the slot `bound` only.
+pub const TOKENS_JSON: &str = r#"{"tok-any":["*"],"tok-a":["region-a"],"tok-b":["region-b"],"tok-bound":{"holders":["region-a"],"slots":["bound"]}}"#;
 
 pub fn tokens() -> Tokens {
     Tokens::from_json(TOKENS_JSON).expect("tokens")
