@@ -14,6 +14,12 @@
 //!   slot handed to a holder) and is never reused, not even after a release. Renewals and
 //!   re-acquires by the unexpired holder keep it. Downstream writes carry it and refuse lower
 //!   ones.
+//! - Counters never saturate: a grant that cannot get an epoch strictly above the current one
+//!   and the floor (the u64 space is used up) is refused with
+//!   [`LeaseRequestError::EpochExhausted`], and a write that cannot bump `generation` with
+//!   [`LeaseRequestError::GenerationExhausted`]; both change nothing. The floor itself only
+//!   moves in bounded steps ([`raise_epoch_floor`], [`MAX_FLOOR_JUMP`]), so using the space up
+//!   takes billions of authorised requests, not one.
 //! - Expiry is evaluated from `now` on every request (`expiresAt <= now` is expired); nothing
 //!   relies on a timer. A new holder is granted only after expiry or an explicit release.
 //! - A lease is never shortened: a renew with a shorter TTL keeps the later expiry.
@@ -34,6 +40,22 @@ pub const REPLAY_MEMORY: usize = 64;
 /// The longest TTL a lease may be granted for (one hour). A longer one is a configuration
 /// mistake that would stall failover for that long.
 pub const MAX_TTL_MS: i64 = 3_600_000;
+
+/// How far one [`raise_epoch_floor`] may move a slot's floor above its highest epoch
+/// (`max(epoch, epochFloor)`): 2^32.
+///
+/// A legitimate floor is an epoch issued by an opt-in DNS-quorum takeover while the witness was
+/// unreachable (`spec/peers.md` §2.3 rule 11), which is the last epoch the quorum saw plus one;
+/// so it is above the witness's epoch by the number of takeovers during the outage — a handful,
+/// and never near 2^32 (one takeover per millisecond would need 50 days). Without a bound a
+/// single request naming `u64::MAX` would end the slot's epochs for good; with it, exhausting
+/// the 2^64 space needs at least 2^32 authorised raise requests. 2^32 also keeps the bound
+/// exactly representable wherever the floor travels as a JSON number.
+pub const MAX_FLOOR_JUMP: u64 = 1 << 32;
+
+/// The highest floor [`raise_epoch_floor`] accepts: it leaves [`MAX_FLOOR_JUMP`] epochs to
+/// grant above it, so a raised floor never brings a slot within one jump of running out.
+pub const MAX_EPOCH_FLOOR: u64 = u64::MAX - MAX_FLOOR_JUMP;
 
 /// The visible state of a lease slot, as upstream's Worker returns it plus `epoch`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,7 +263,8 @@ pub struct LeaseConflict {
     pub current: LeaseState,
 }
 
-/// A request that is malformed in itself (HTTP 400); it changes nothing.
+/// A request that is malformed in itself (HTTP 400), or one the slot can never carry out
+/// because a counter is used up (HTTP 409); it changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseRequestError {
     /// `holder` is empty.
@@ -256,6 +279,19 @@ pub enum LeaseRequestError {
     /// The holder report is malformed (`flushedLsn` not `X/Y` hex).
     #[error("report.flushedLsn must be a pg_lsn like 0/3000148")]
     InvalidReport,
+    /// A new grant needs an epoch above `highest` (the current epoch or the floor) and there
+    /// is none: the slot's fencing epochs are used up. Refused rather than reusing an epoch.
+    #[error(
+        "no fencing epoch left above {highest}: the slot's epochs are used up, a new grant is refused (move the application to a new slot)"
+    )]
+    EpochExhausted {
+        /// The highest epoch issued or reserved on the slot.
+        highest: u64,
+    },
+    /// The write needs a generation above `u64::MAX`: refused rather than repeating a
+    /// compare-and-set version.
+    #[error("generation is at its maximum: no write to this slot can be versioned any more")]
+    GenerationExhausted,
 }
 
 impl LeaseRequestError {
@@ -266,7 +302,18 @@ impl LeaseRequestError {
             LeaseRequestError::InvalidTtl(_) => "invalid_ttl",
             LeaseRequestError::RequestIdReused(_) => "request_id_reused",
             LeaseRequestError::InvalidReport => "invalid_report",
+            LeaseRequestError::EpochExhausted { .. } => "epoch_exhausted",
+            LeaseRequestError::GenerationExhausted => "generation_exhausted",
         }
+    }
+
+    /// True when the request was well-formed but the slot can never carry it out (a counter
+    /// is used up): HTTP 409 rather than 400.
+    pub fn is_exhausted(&self) -> bool {
+        matches!(
+            self,
+            LeaseRequestError::EpochExhausted { .. } | LeaseRequestError::GenerationExhausted
+        )
     }
 }
 
@@ -368,7 +415,7 @@ pub fn apply(
     }
 
     let cur = &record.state;
-    let outcome = decide(record, req, now);
+    let outcome = decide(record, req, now)?;
     let changed = matches!(&outcome, Ok(s) if s != cur);
     let mut next = record.clone();
     if let Ok(s) = &outcome {
@@ -395,8 +442,13 @@ pub fn apply(
     })
 }
 
-/// The transition itself, for a valid, non-replayed request.
-fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome {
+/// The transition itself, for a valid, non-replayed request. `Err` when the answer would
+/// need a counter beyond `u64::MAX`.
+fn decide(
+    record: &LeaseRecord,
+    req: &LeaseRequest,
+    now: Millis,
+) -> Result<LeaseOutcome, LeaseRequestError> {
     let cur = &record.state;
     let conflict = |reason| LeaseConflict {
         reason,
@@ -405,47 +457,96 @@ fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome
     if let Some(g) = req.if_match
         && g != cur.generation
     {
-        return Err(conflict(ConflictReason::GenerationMismatch));
+        return Ok(Err(conflict(ConflictReason::GenerationMismatch)));
     }
     let free = cur.is_free_at(now);
     let mine = cur.holder == req.holder;
-    let extended = || LeaseState {
-        holder: cur.holder.clone(),
-        acquired_at: cur.acquired_at,
-        // Never shorten a granted lease.
-        expires_at: Some(
-            cur.expires_at
-                .map_or(now.plus(req.ttl_ms), |e| e.max(now.plus(req.ttl_ms))),
-        ),
-        generation: cur.generation.saturating_add(1),
-        epoch: cur.epoch,
-        report: req.report.clone().or_else(|| cur.report.clone()),
+    // Every write bumps the generation; never past the top (a repeated version would let a
+    // stale If-Match succeed).
+    let generation = || {
+        cur.generation
+            .checked_add(1)
+            .ok_or(LeaseRequestError::GenerationExhausted)
     };
-    match req.op {
-        LeaseOp::Acquire if !free && mine => Ok(extended()),
+    let extended = || -> Result<LeaseState, LeaseRequestError> {
+        Ok(LeaseState {
+            holder: cur.holder.clone(),
+            acquired_at: cur.acquired_at,
+            // Never shorten a granted lease.
+            expires_at: Some(
+                cur.expires_at
+                    .map_or(now.plus(req.ttl_ms), |e| e.max(now.plus(req.ttl_ms))),
+            ),
+            generation: generation()?,
+            epoch: cur.epoch,
+            report: req.report.clone().or_else(|| cur.report.clone()),
+        })
+    };
+    Ok(match req.op {
+        LeaseOp::Acquire if !free && mine => Ok(extended()?),
         LeaseOp::Acquire if !free => Err(conflict(ConflictReason::HeldByAnother)),
-        LeaseOp::Acquire => Ok(LeaseState {
-            holder: req.holder.clone(),
-            acquired_at: Some(now),
-            expires_at: Some(now.plus(req.ttl_ms)),
-            generation: cur.generation.saturating_add(1),
-            epoch: cur.epoch.max(record.epoch_floor).saturating_add(1),
-            // A new grant never inherits the previous holder's report.
-            report: req.report.clone(),
-        }),
+        LeaseOp::Acquire => {
+            // A new grant: strictly above every epoch issued or reserved, or refused.
+            let highest = cur.epoch.max(record.epoch_floor);
+            let epoch = highest
+                .checked_add(1)
+                .ok_or(LeaseRequestError::EpochExhausted { highest })?;
+            Ok(LeaseState {
+                holder: req.holder.clone(),
+                acquired_at: Some(now),
+                expires_at: Some(now.plus(req.ttl_ms)),
+                generation: generation()?,
+                epoch,
+                // A new grant never inherits the previous holder's report.
+                report: req.report.clone(),
+            })
+        }
         LeaseOp::Renew if !mine => Err(conflict(ConflictReason::NotHolder)),
         LeaseOp::Renew if free => Err(conflict(ConflictReason::Expired)),
-        LeaseOp::Renew => Ok(extended()),
+        LeaseOp::Renew => Ok(extended()?),
         // Release by anyone but the holder (or of a free slot) is a successful no-op.
         LeaseOp::Release if !mine || cur.holder.is_empty() => Ok(cur.clone()),
         LeaseOp::Release => Ok(LeaseState {
             holder: String::new(),
             acquired_at: None,
             expires_at: None,
-            generation: cur.generation.saturating_add(1),
+            generation: generation()?,
             epoch: cur.epoch,
             report: None,
         }),
+    })
+}
+
+/// Why [`raise_epoch_floor`] refused a floor. Nothing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FloorError {
+    /// The floor is more than [`MAX_FLOOR_JUMP`] above the slot's highest epoch.
+    #[error(
+        "epoch floor {requested} is more than {MAX_FLOOR_JUMP} above the slot's highest epoch {highest}; an epoch issued by a DNS-quorum takeover is only a few above it"
+    )]
+    TooFar {
+        /// The floor asked for.
+        requested: u64,
+        /// `max(epoch, epochFloor)` of the slot.
+        highest: u64,
+    },
+    /// The floor would leave fewer than [`MAX_FLOOR_JUMP`] epochs to grant.
+    #[error(
+        "epoch floor {requested} leaves no room for new grants (the highest floor accepted is {MAX_EPOCH_FLOOR})"
+    )]
+    NoRoom {
+        /// The floor asked for.
+        requested: u64,
+    },
+}
+
+impl FloorError {
+    /// Machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FloorError::TooFar { .. } => "epoch_floor_too_far",
+            FloorError::NoRoom { .. } => "epoch_floor_no_room",
+        }
     }
 }
 
@@ -453,10 +554,26 @@ fn decide(record: &LeaseRecord, req: &LeaseRequest, now: Millis) -> LeaseOutcome
 /// issued outside the witness — an opt-in DNS-quorum takeover while the witness was
 /// unreachable (`spec/peers.md` §2.3 rule 11) — so that the witness's next grant is above it
 /// and the epoch is never issued twice. The visible state and generation do not change.
-pub fn raise_epoch_floor(record: &LeaseRecord, floor: u64) -> LeaseRecord {
+///
+/// A floor at or below the slot's highest epoch (`max(epoch, epochFloor)`) is a no-op. A floor
+/// more than [`MAX_FLOOR_JUMP`] above it, or above [`MAX_EPOCH_FLOOR`], is refused.
+pub fn raise_epoch_floor(record: &LeaseRecord, floor: u64) -> Result<LeaseRecord, FloorError> {
+    let highest = record.state.epoch.max(record.epoch_floor);
+    if floor <= highest {
+        return Ok(record.clone());
+    }
+    if floor - highest > MAX_FLOOR_JUMP {
+        return Err(FloorError::TooFar {
+            requested: floor,
+            highest,
+        });
+    }
+    if floor > MAX_EPOCH_FLOOR {
+        return Err(FloorError::NoRoom { requested: floor });
+    }
     let mut next = record.clone();
-    next.epoch_floor = next.epoch_floor.max(floor);
-    next
+    next.epoch_floor = floor;
+    Ok(next)
 }
 
 /// Parses an `If-Match` header value as upstream's Worker accepts it: `N`, `"N"` or `W/"N"`.

@@ -32,7 +32,7 @@ pub use flow::{
     RelationshipType, Triggerer, When,
 };
 pub use lease::{
-    HolderReport, LeaseConflict, LeaseOp, LeaseRecord, LeaseRequest, LeaseRequestError, LeaseState,
-    apply,
+    FloorError, HolderReport, LeaseConflict, LeaseOp, LeaseRecord, LeaseRequest, LeaseRequestError,
+    LeaseState, apply,
 };
 pub use time::Millis;

@@ -399,8 +399,21 @@ pub fn respond_read(state: Option<&LeaseState>, now: Millis) -> ApiResponse {
     }
 }
 
-/// The answer to a raise-floor request: the state and the floor now in force.
-pub fn respond_floor(record: &contract::LeaseRecord, now: Millis) -> ApiResponse {
+/// The answer to a raise-floor request: the state and the floor now in force, or why the
+/// floor was refused (400 `epoch_floor_too_far`, 409 `epoch_floor_no_room`; nothing changed).
+pub fn respond_floor(
+    raised: &Result<contract::LeaseRecord, contract::FloorError>,
+    now: Millis,
+) -> ApiResponse {
+    let record = match raised {
+        Ok(r) => r,
+        Err(e @ contract::FloorError::TooFar { .. }) => {
+            return ApiResponse::error(400, e.code(), e.to_string());
+        }
+        Err(e @ contract::FloorError::NoRoom { .. }) => {
+            return ApiResponse::error(409, e.code(), e.to_string());
+        }
+    };
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Floor<'a> {
@@ -429,6 +442,8 @@ pub fn respond(
 ) -> ApiResponse {
     let a = match applied {
         Ok(a) => a,
+        // Well-formed, but the slot's epochs (or generations) are used up: 409, not 400.
+        Err(e) if e.is_exhausted() => return ApiResponse::error(409, e.code(), e.to_string()),
         Err(e) => return ApiResponse::error(400, e.code(), e.to_string()),
     };
     if req.op == LeaseOp::Release && !existed {

@@ -349,6 +349,9 @@ pub enum TakeoverRefused {
         /// When a takeover could be considered.
         until: Millis,
     },
+    /// The quorum's epoch is `u64::MAX`: there is no higher epoch to take over with.
+    #[error("no fencing epoch left above the quorum's {0}; refusing rather than reusing it")]
+    EpochExhausted(u64),
 }
 
 /// Decides whether `holder` may take the slot over through the quorum at `now` (a clock that
@@ -384,7 +387,9 @@ pub fn takeover(
                     until,
                 })
             } else {
-                Ok(r.epoch.saturating_add(1))
+                r.epoch
+                    .checked_add(1)
+                    .ok_or(TakeoverRefused::EpochExhausted(r.epoch))
             }
         }
     }
@@ -493,5 +498,26 @@ mod tests {
             takeover(&p, false, &none, Millis(i64::MAX)),
             Err(TakeoverRefused::NoQuorum)
         );
+    }
+
+    #[test]
+    fn takeover_never_reuses_the_last_epoch() {
+        let p = TakeoverPolicy {
+            enabled: true,
+            lease_ttl_ms: 30_000,
+            max_dns_ttl_ms: 5_000,
+            margin_ms: 5_000,
+        };
+        let at = |epoch| QuorumView::Agreed {
+            record: Some(rec("a", 1_000_000, epoch)),
+            votes: 3,
+            of: 3,
+        };
+        assert_eq!(
+            takeover(&p, false, &at(u64::MAX - 1), Millis(i64::MAX)),
+            Ok(u64::MAX)
+        );
+        let top = takeover(&p, false, &at(u64::MAX), Millis(i64::MAX));
+        assert_eq!(top, Err(TakeoverRefused::EpochExhausted(u64::MAX)));
     }
 }

@@ -113,19 +113,28 @@ impl Witness {
             Route::Read { slot } => api::respond_read(store.get(&slot).map(|r| &r.state), now),
             Route::RaiseFloor { slot, epoch } => {
                 let was = store.get(&slot).cloned().unwrap_or_default();
-                let next = contract::lease::raise_epoch_floor(&was, epoch);
-                if next != was {
-                    if let Err(e) = store.put(&slot, next.clone()) {
-                        return ApiResponse::error(503, "storage_unavailable", e.to_string());
+                let raised = contract::lease::raise_epoch_floor(&was, epoch);
+                match &raised {
+                    Ok(next) if *next != was => {
+                        if let Err(e) = store.put(&slot, next.clone()) {
+                            return ApiResponse::error(503, "storage_unavailable", e.to_string());
+                        }
+                        tracing::warn!(%slot, floor = next.epoch_floor, "epoch floor raised (DNS-quorum takeover)");
                     }
-                    tracing::warn!(%slot, floor = next.epoch_floor, "epoch floor raised (DNS-quorum takeover)");
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%slot, error = %e, "epoch floor refused"),
                 }
-                api::respond_floor(&next, now)
+                api::respond_floor(&raised, now)
             }
             Route::Change { slot, req } => {
                 let existed = store.get(&slot).is_some();
                 let was = store.get(&slot).cloned().unwrap_or_default();
                 let applied = apply(&was, &req, now);
+                if let Err(e) = &applied
+                    && e.is_exhausted()
+                {
+                    tracing::error!(%slot, error = %e, "lease request refused: counter used up");
+                }
                 if let Ok(a) = &applied
                     && a.record != was
                 {

@@ -161,12 +161,14 @@ impl DurableObject for LeaseObject {
                 to_response(api::respond_read(rec.as_ref().map(|r| &r.state), now))
             }
             Call::RaiseFloor { epoch } => {
-                let next = transact(&storage, move |rec, _| {
-                    let next = contract::lease::raise_epoch_floor(rec, epoch);
-                    (next.clone(), next)
+                let raised = transact(&storage, move |rec, _| {
+                    let raised = contract::lease::raise_epoch_floor(rec, epoch);
+                    // A refused floor writes nothing.
+                    let next = raised.clone().unwrap_or_else(|_| rec.clone());
+                    (next, raised)
                 })
                 .await?;
-                to_response(api::respond_floor(&next, now))
+                to_response(api::respond_floor(&raised, now))
             }
             Call::Change { req } => {
                 let lreq = req.clone();

@@ -428,6 +428,30 @@ async fn floor_is_honoured(base: &str) {
     .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["epoch"], 42);
+
+    // The floor may not jump more than 2^32 above the slot's epoch (42 now), nor leave no
+    // epoch to grant: such requests are refused and change nothing.
+    let raise =
+        |epoch: u64| serde_json::json!({"holder": "region-b", "op": "raise-floor", "epoch": epoch});
+    for epoch in [u64::MAX, u64::MAX - 1, 42 + (1u64 << 32) + 1] {
+        let r = put(raise(epoch), 0).await.unwrap();
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(
+            status.is_client_error(),
+            "raise-floor to {epoch}: {status} {v}"
+        );
+        assert!(
+            v["error"].as_str().unwrap_or("").starts_with("epoch"),
+            "{v}"
+        );
+    }
+    let r = put(raise(42 + (1u64 << 32)), 0).await.unwrap();
+    assert_eq!(r.status(), 200, "a jump of exactly 2^32 is allowed");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["epochFloor"],
+        42 + (1u64 << 32)
+    );
 }
 
 #[tokio::test]
@@ -440,4 +464,38 @@ async fn epoch_floor_on_witness_server() {
 async fn epoch_floor_on_the_wasm_worker() {
     let w = start_workerd().await;
     floor_is_honoured(w.url().trim_end_matches('/')).await;
+}
+
+/// A slot whose epochs are used up (state at u64::MAX, as only a stored state can be now that
+/// floors move in bounded steps) refuses a new grant with 409 and keeps its state, instead of
+/// handing out u64::MAX a second time.
+#[tokio::test]
+async fn a_used_up_slot_refuses_grants_on_witness_server() {
+    use witness_worker::server::{Witness, system_clock};
+    use witness_worker::store::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let top = serde_json::json!({"top": {"state": {"holder": "", "generation": 9,
+        "epoch": u64::MAX}, "epochFloor": 0}});
+    std::fs::write(&path, serde_json::to_vec(&top).unwrap()).unwrap();
+    let w = Witness::new(
+        FileStore::open(&path).unwrap(),
+        common::tokens(),
+        system_clock(),
+    );
+    let put = witness_worker::api::Incoming {
+        method: Some(witness_worker::api::Method::Put),
+        path: "/lease/top".into(),
+        authorization: Some("Bearer tok-a".into()),
+        if_match: Some("9".into()),
+        body: br#"{"holder":"region-a","ttlSeconds":30,"op":"acquire"}"#.to_vec(),
+        ..Default::default()
+    };
+    let before = std::fs::read(&path).unwrap();
+    let r = w.handle(put).await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (409, Some("epoch_exhausted"))
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
 }

@@ -399,8 +399,8 @@ fn raised_epoch_floor_is_honoured_and_never_lowered() {
         LeaseRequest::acquire("a", TTL),
         t(0),
     );
-    let rec = raise_epoch_floor(&rec, 9);
-    assert_eq!(raise_epoch_floor(&rec, 3).epoch_floor, 9);
+    let rec = raise_epoch_floor(&rec, 9).unwrap();
+    assert_eq!(raise_epoch_floor(&rec, 3).unwrap().epoch_floor, 9);
     assert_eq!(rec.state.epoch, 1, "the current grant is untouched");
     let (_, out) = run(&rec, LeaseRequest::acquire("b", TTL), t(TTL));
     assert_eq!(out.unwrap().epoch, 10);
@@ -449,4 +449,189 @@ fn malformed_reports_are_rejected_without_change() {
     }
     let ok = LeaseRequest::acquire("a", TTL).report(report(true, "16/B374D848"));
     assert!(apply(&LeaseRecord::default(), &ok, t(0)).is_ok());
+}
+
+/// A free slot whose last grant was `epoch` (released), with `floor` as its epoch floor.
+fn released_at(epoch: u64, floor: u64) -> LeaseRecord {
+    LeaseRecord {
+        state: LeaseState {
+            generation: 7,
+            epoch,
+            ..LeaseState::default()
+        },
+        epoch_floor: floor,
+        ..LeaseRecord::default()
+    }
+}
+
+#[test]
+fn the_last_epoch_is_granted_once_and_then_grants_are_refused_not_reused() {
+    // One below the top: the grant gets u64::MAX, exactly once.
+    let rec = granted(
+        &released_at(u64::MAX - 1, 0),
+        LeaseRequest::acquire("a", TTL),
+        t(0),
+    );
+    assert_eq!(rec.state.epoch, u64::MAX);
+    let rec = granted(&rec, LeaseRequest::release("a"), t(1));
+    // No strictly larger epoch exists: the next grant is refused and changes nothing.
+    for holder in ["a", "b"] {
+        let r = apply(&rec, &LeaseRequest::acquire(holder, TTL), t(2));
+        assert!(r.is_err(), "a grant that would reuse epoch u64::MAX: {r:?}");
+        let e = r.unwrap_err();
+        assert_eq!(e, LeaseRequestError::EpochExhausted { highest: u64::MAX });
+        assert_eq!(e.code(), "epoch_exhausted");
+        assert!(e.is_exhausted() && e.to_string().contains("epoch"), "{e}");
+    }
+    // With a request id: nothing is remembered, so nothing is replayed as a grant later.
+    let r = apply(
+        &rec,
+        &LeaseRequest::acquire("b", TTL).request_id("r1"),
+        t(2),
+    );
+    assert!(r.is_err());
+    // After expiry, too (a new grant to the same holder needs a new epoch).
+    let held = granted(
+        &released_at(u64::MAX - 1, 0),
+        LeaseRequest::acquire("a", TTL),
+        t(0),
+    );
+    let r = apply(&held, &LeaseRequest::acquire("a", TTL), t(TTL));
+    assert!(
+        matches!(r, Err(LeaseRequestError::EpochExhausted { .. })),
+        "re-grant after expiry at the top: {r:?}"
+    );
+    // The holder of the last epoch can still renew, re-acquire and release it.
+    let held = granted(&held, LeaseRequest::renew("a", TTL), t(1));
+    let held = granted(&held, LeaseRequest::acquire("a", TTL), t(2));
+    assert_eq!(held.state.epoch, u64::MAX);
+    granted(&held, LeaseRequest::release("a"), t(3));
+}
+
+#[test]
+fn a_floor_at_the_top_refuses_the_grant_instead_of_saturating() {
+    for (epoch, floor) in [(0, u64::MAX), (u64::MAX, 0), (5, u64::MAX)] {
+        let rec = released_at(epoch, floor);
+        let r = apply(&rec, &LeaseRequest::acquire("a", TTL), t(0));
+        assert_eq!(
+            r,
+            Err(LeaseRequestError::EpochExhausted { highest: u64::MAX }),
+            "epoch {epoch} floor {floor}"
+        );
+    }
+    // Just below: granted, strictly above both.
+    let (_, out) = run(
+        &released_at(3, u64::MAX - 1),
+        LeaseRequest::acquire("a", TTL),
+        t(0),
+    );
+    assert_eq!(out.unwrap().epoch, u64::MAX);
+}
+
+#[test]
+fn an_exhausted_generation_refuses_the_write_instead_of_repeating_a_version() {
+    let mut rec = granted(
+        &LeaseRecord::default(),
+        LeaseRequest::acquire("a", TTL),
+        t(0),
+    );
+    rec.state.generation = u64::MAX;
+    for req in [
+        LeaseRequest::renew("a", TTL),
+        LeaseRequest::acquire("a", TTL),
+        LeaseRequest::release("a"),
+    ] {
+        let r = apply(&rec, &req, t(1));
+        assert_eq!(
+            r,
+            Err(LeaseRequestError::GenerationExhausted),
+            "{:?} at generation u64::MAX",
+            req.op
+        );
+    }
+    // A read-only answer (release by a non-holder) needs no new generation.
+    assert!(apply(&rec, &LeaseRequest::release("b"), t(1)).is_ok());
+}
+
+#[test]
+fn the_floor_moves_at_most_max_floor_jump_above_the_highest_epoch() {
+    // Highest epoch is max(epoch, floor).
+    let rec = released_at(10, 40);
+    assert_eq!(
+        raise_epoch_floor(&rec, 40 + MAX_FLOOR_JUMP)
+            .unwrap()
+            .epoch_floor,
+        40 + MAX_FLOOR_JUMP
+    );
+    assert_eq!(
+        raise_epoch_floor(&rec, 40 + MAX_FLOOR_JUMP + 1),
+        Err(FloorError::TooFar {
+            requested: 40 + MAX_FLOOR_JUMP + 1,
+            highest: 40,
+        })
+    );
+    let rec = released_at(50, 40);
+    assert_eq!(
+        raise_epoch_floor(&rec, 50 + MAX_FLOOR_JUMP)
+            .unwrap()
+            .epoch_floor,
+        50 + MAX_FLOOR_JUMP
+    );
+    for far in [50 + MAX_FLOOR_JUMP + 1, u64::MAX - 1, u64::MAX] {
+        let e = raise_epoch_floor(&rec, far).unwrap_err();
+        assert_eq!(e.code(), "epoch_floor_too_far", "{far}");
+        assert!(e.to_string().contains("more than"), "{e}");
+    }
+    // At or below the highest epoch: a no-op, never an error, never lowered.
+    for low in [0, 40, 49, 50] {
+        assert_eq!(raise_epoch_floor(&rec, low), Ok(rec.clone()), "{low}");
+    }
+}
+
+#[test]
+fn a_floor_that_would_leave_no_room_is_refused_at_the_boundary() {
+    let near = released_at(MAX_EPOCH_FLOOR - 5, 0);
+    assert_eq!(
+        raise_epoch_floor(&near, MAX_EPOCH_FLOOR)
+            .unwrap()
+            .epoch_floor,
+        MAX_EPOCH_FLOOR
+    );
+    assert_eq!(
+        raise_epoch_floor(&near, MAX_EPOCH_FLOOR + 1),
+        Err(FloorError::NoRoom {
+            requested: MAX_EPOCH_FLOOR + 1
+        })
+    );
+    // Above the limit already (epochs granted there one by one): any raise is refused, the
+    // grants go on until the last epoch and then stop.
+    let top = released_at(u64::MAX - 2, 0);
+    for f in [u64::MAX - 1, u64::MAX] {
+        assert_eq!(
+            raise_epoch_floor(&top, f).unwrap_err().code(),
+            "epoch_floor_no_room"
+        );
+    }
+    let rec = granted(&top, LeaseRequest::acquire("a", TTL), t(0));
+    assert_eq!(rec.state.epoch, u64::MAX - 1);
+}
+
+#[test]
+fn epochs_strictly_increase_up_to_the_last_one_and_never_repeat() {
+    let mut rec = released_at(u64::MAX - 4, 0);
+    let mut seen = vec![rec.state.epoch];
+    for i in 0..10 {
+        let holder = if i % 2 == 0 { "a" } else { "b" };
+        match apply(&rec, &LeaseRequest::acquire(holder, TTL), t(i)) {
+            Ok(a) => {
+                let e = a.outcome.unwrap().epoch;
+                assert!(e > *seen.last().unwrap());
+                seen.push(e);
+                rec = granted(&a.record, LeaseRequest::release(holder), t(i));
+            }
+            Err(e) => assert!(e.is_exhausted()),
+        }
+    }
+    assert_eq!(seen.last(), Some(&u64::MAX));
+    assert_eq!(seen.len(), 5, "{seen:?}");
 }

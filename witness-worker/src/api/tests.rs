@@ -232,3 +232,24 @@ fn a_slot_bound_token_is_refused_on_every_other_slot_for_every_method() {
         Some("forbidden_holder")
     );
 }
+
+#[test]
+fn used_up_counters_answer_409_and_malformed_requests_400() {
+    let req = LeaseRequest::acquire("region-a", 30_000);
+    let r = respond(
+        &req,
+        &Err(LeaseRequestError::EpochExhausted { highest: u64::MAX }),
+        true,
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (409, Some("epoch_exhausted"))
+    );
+    let r = respond(&req, &Err(LeaseRequestError::GenerationExhausted), true);
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (409, Some("generation_exhausted"))
+    );
+    let r = respond(&req, &Err(LeaseRequestError::InvalidTtl(0)), true);
+    assert_eq!(r.status, 400);
+}
