@@ -231,6 +231,18 @@ class WitnessServer(Common, unittest.TestCase):
             render(self.NAME, values)
         self.assertIn("tokensSecret is required", str(e.exception))
 
+    def test_state_is_created_on_a_new_volume_only_and_env_matches_the_binary(self):
+        (c,) = pod_spec(render(self.NAME, ci_values(self.NAME, "on.yaml")))["containers"]
+        env = env_of(c)
+        # witness-server refuses a missing state file unless told to initialise; the chart
+        # initialises on a new (empty) volume only, on every start, never with plain --init.
+        self.assertEqual(env["WITNESS_INIT_IF_NEW_VOLUME"]["value"], "true")
+        self.assertNotIn("WITNESS_INIT", env)
+        self.assertEqual(env["WITNESS_STATE"]["value"], "/var/lib/witness/state.json")
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == "state"]
+        self.assertEqual(mount["mountPath"], "/var/lib/witness")
+        self.assertLessEqual(set(env), rust_env_names("witness-worker/src/bin/witness-server.rs"))
+
 
 class FlowAdapterFlux(Common, unittest.TestCase):
     NAME, KEY, ON = "flow-adapter-flux", "flowAdapter", "on.yaml"

@@ -9,7 +9,9 @@
 //!   (one per slot; the transition runs inside a storage transaction; expiry from the object's
 //!   clock on every request).
 //! - `store`, `server` (native): `witness-server`, the same protocol over axum with the slots
-//!   persisted to one JSON file (write, fsync, rename, fsync the directory) before answering.
+//!   persisted to one JSON file (write, fsync, rename, fsync the directory) before answering;
+//!   a missing state file is refused unless the witness is initialised (`StartMode`).
+//! - `fsio` (native): that durable file replacement, also used by continuum-controller.
 //! - `client` (native): the typed client continuum-controller uses.
 //! - `quorum` (native): the read-only DNS-quorum view of a slot and its publisher.
 //!
@@ -20,6 +22,8 @@ pub mod auth;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod client;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fsio;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod quorum;
 #[cfg(not(target_arch = "wasm32"))]

@@ -152,9 +152,11 @@ async fn race(base: &str, log: Arc<Mutex<Log>>) -> Arc<Mutex<Log>> {
     log
 }
 
-fn spawn_server(bin: &str, port: u16, dir: &std::path::Path) -> Child {
+/// Starts witness-server; `init` on the first start only (a restart must find the state).
+fn spawn_server(bin: &str, port: u16, dir: &std::path::Path, init: bool) -> Child {
     Command::new(bin)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(init.then_some("--init"))
         .arg("--state")
         .arg(dir.join("state.json"))
         .arg("--tokens")
@@ -192,7 +194,7 @@ async fn racing_clients_never_see_two_holders_across_a_witness_server_restart() 
     let port = testkit::free_port().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let bin = env!("CARGO_BIN_EXE_witness-server");
-    let mut server = spawn_server(bin, port, dir.path());
+    let mut server = spawn_server(bin, port, dir.path(), true);
     wait_healthy(&base).await;
 
     let log = Arc::new(Mutex::new(Log::default()));
@@ -212,7 +214,7 @@ async fn racing_clients_never_see_two_holders_across_a_witness_server_restart() 
     .unwrap();
     server.kill().unwrap(); // SIGKILL mid-run: only fsynced state survives
     server.wait().unwrap();
-    let mut server = spawn_server(bin, port, dir.path());
+    let mut server = spawn_server(bin, port, dir.path(), false);
     wait_healthy(&base).await;
     let log = run.await.unwrap();
     server.kill().unwrap();
