@@ -182,8 +182,9 @@ pub trait StateStore: Send + Sync {
     fn save(&self, state: &Persisted) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Standalone mode's [`StateStore`]: a JSON status file, written to a temporary file, synced
-/// and renamed over the old one so a crash leaves either the old or the new state.
+/// Standalone mode's [`StateStore`]: a JSON status file, written to a temporary file, synced,
+/// renamed over the old one and the directory synced (`witness_worker::fsio`), so a crash
+/// leaves either the old or the new state and a saved state survives a power loss.
 #[derive(Debug, Clone)]
 pub struct FileStateStore {
     path: std::path::PathBuf,
@@ -206,14 +207,12 @@ impl StateStore for FileStateStore {
     }
 
     async fn save(&self, state: &Persisted) -> Result<(), StoreError> {
-        use tokio::io::AsyncWriteExt;
-        let tmp = self.path.with_extension("tmp");
         let body = serde_json::to_vec_pretty(state)?;
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        f.write_all(&body).await?;
-        f.sync_all().await?;
-        drop(f);
-        tokio::fs::rename(&tmp, &self.path).await?;
+        let path = self.path.clone();
+        // Blocking file I/O and fsyncs: off the async runtime.
+        tokio::task::spawn_blocking(move || witness_worker::fsio::write_atomically(&path, &body))
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(())
     }
 }

@@ -770,12 +770,12 @@ impl Loop {
     }
 }
 
-/// Writes `value` as JSON to a temporary file and renames it over `path`.
+/// Writes `value` as JSON to a temporary file, fsyncs it, renames it over `path` and fsyncs
+/// the directory (the workspace's one helper for this, `witness_worker::fsio`), so a crash
+/// leaves the old file or the new one and a returned write survives a power loss.
 pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
+    witness_worker::fsio::write_atomically(path, &body)
 }
 
 /// Reads a region's `status.json`.
