@@ -319,7 +319,8 @@ pub enum LeaseKind {
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.renewSeconds * 2 < self.ttlSeconds", "message": "renewSeconds must be less than half of ttlSeconds", "fieldPath": ".renewSeconds"},
-    {"rule": "!has(self.marginSeconds) || self.renewSeconds * 2 + self.marginSeconds < self.ttlSeconds", "message": "renewSeconds * 2 + marginSeconds must be less than ttlSeconds: the self-fence deadline must leave one renew retry", "fieldPath": ".marginSeconds"}
+    {"rule": "!has(self.marginSeconds) || self.renewSeconds * 2 + self.marginSeconds < self.ttlSeconds", "message": "renewSeconds * 2 + marginSeconds must be less than ttlSeconds: the self-fence deadline must leave one renew retry", "fieldPath": ".marginSeconds"},
+    {"rule": "!has(self.marginSeconds) || (self.renewSeconds + self.marginSeconds) * 21 >= self.ttlSeconds * 2 + 24", "message": "(renewSeconds + marginSeconds) * 21 must be at least ttlSeconds * 2 + 24: the worst-case fence (drain + fence after the self-fence deadline, at 5 % clock drift) needs at least 1 s before the witness may grant the lease elsewhere", "fieldPath": ".marginSeconds"}
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseConfig {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::duration::{CrdDuration, DurationError};
 use super::{Continuum, ContinuumSpec, DEFAULT_RPO_MAX_LAG_BYTES, GROUP, LuaSelector, VERSION};
-use crate::decide::{self, FailbackRequest, RpoBound, SwitchoverRequest, Timing, TimingError};
+use crate::decide::{
+    self, FailbackRequest, MIN_FENCE_BUDGET_MS, RpoBound, SwitchoverRequest, Timing, TimingError,
+};
 
 /// One broken rule, naming the field (path under `spec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +222,17 @@ impl ContinuumSpec {
                 c.fail(
                     "leaseClient.config.marginSeconds",
                     "renewSeconds * 2 + marginSeconds must be less than ttlSeconds",
+                );
+            }
+            // CEL: (renewSeconds + marginSeconds) * 21 >= ttlSeconds * 2 + 24 — the fence
+            // budget (Timing::fence_budget_ms ≥ 1 s at 5 % drift) in integers.
+            if (i64::from(cfg.renew_seconds) + i64::from(m)) * 21
+                < i64::from(cfg.ttl_seconds) * 2 + 24
+            {
+                c.fail(
+                    "leaseClient.config.marginSeconds",
+                    "(renewSeconds + marginSeconds) * 21 must be at least ttlSeconds * 2 + 24: \
+                     drain + fence need at least 1 s after the self-fence deadline",
                 );
             }
         }
@@ -459,7 +472,21 @@ impl ContinuumSpec {
                 let scaled = ttl * std.margin_ms / std.ttl_ms;
                 let drift_floor = ttl / 10 - renew;
                 let retry_ceiling = ttl - 2 * renew - 1;
-                scaled.max(drift_floor).max(1000).min(retry_ceiling).max(1)
+                // …and leave the fence its budget (Timing::fence_budget_ms ≥ the minimum).
+                let probe = Timing {
+                    ttl_ms: ttl,
+                    renew_ms: renew,
+                    margin_ms: 0,
+                    hold_down_ms: 1,
+                    max_drift: std.max_drift,
+                };
+                let budget_floor = MIN_FENCE_BUDGET_MS - probe.fence_budget_ms();
+                scaled
+                    .max(drift_floor)
+                    .max(budget_floor)
+                    .max(1000)
+                    .min(retry_ceiling)
+                    .max(1)
             }
         };
         let hold_down = match self.hold_down_seconds {

@@ -31,7 +31,26 @@ mod model;
 pub use model::*;
 
 use crate::audit::{AuditEvent, AuditType};
+#[cfg(test)]
+use mutation::{Mutation, on as mutation_on};
 
+/// Without the test-only mutation switches every mechanism is on.
+#[cfg(not(test))]
+fn mutation_on(_: Mutation) -> bool {
+    false
+}
+#[cfg(not(test))]
+#[derive(Clone, Copy)]
+enum Mutation {
+    RetakeAnyFreeLease,
+    TargetForgetsOwnGrant,
+    RestartedHolderKeepsServing,
+}
+
+#[cfg(test)]
+mod mc;
+#[cfg(test)]
+pub mod mutation;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -74,13 +93,29 @@ pub fn decide(o: &Observed, now: Mono) -> Plan {
     let in_switchover_as_source = o.operation.as_ref().is_some_and(|op| {
         matches!(op.kind, OpKind::Switchover | OpKind::Failback) && op.target.as_deref() != Some(me)
     });
-    // A restarted controller has no renew of its own yet; while the witness still names it,
-    // it re-acquires (same epoch) instead of fencing. The route's dead-man switch, armed by the
-    // previous process, bounds write authority meanwhile.
+    // A restarted controller has no grant of its own yet. While the witness still names it, it
+    // takes its own lease back (same holder, same epoch; the witness client's If-Match makes
+    // that conditional on nothing having changed since the read). A writable primary is FENCED
+    // first: nothing vouches for the previous process's grant (a route's dead-man switch is no
+    // fence and direct database clients bypass it), so the unfence waits for the new grant.
     let restarted_holder =
         o.renewed.is_none() && o.lease.as_ref().is_some_and(|l| l.held_by(me, now));
     if exposed && authority.is_none() && !in_switchover_as_source && restarted_holder {
+        if mutation_on(Mutation::RestartedHolderKeepsServing) {
+            plan.steps.push(Step::AcquireLease);
+            return plan;
+        }
+        let epoch = o.lease.as_ref().map_or(0, |l| l.state.epoch);
+        cond(
+            &mut plan,
+            ConditionKind::SelfFenced,
+            "restarted: fenced until the lease is re-acquired".to_owned(),
+        );
+        plan.steps.push(Step::Drain { epoch });
+        plan.steps.push(Step::Fence { epoch });
         plan.steps.push(Step::AcquireLease);
+        plan.steps.push(Step::Unfence { epoch });
+        plan.steps.push(Step::Undrain { epoch });
         return plan;
     }
     if exposed && authority.is_none() && !in_switchover_as_source {
@@ -551,7 +586,9 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         plan.steps.push(Step::FinishOperation);
     }
     let free = o.lease.as_ref().is_some_and(|l| l.remaining_ms(now) == 0);
-    if !free || o.local.db == DbRole::Down {
+    // A restarted controller (no grant of its own yet) may take back its own unexpired lease.
+    let own_unexpired = o.renewed.is_none() && o.lease.as_ref().is_some_and(|l| l.held_by(me, now));
+    if !(free || own_unexpired) || o.local.db == DbRole::Down {
         return;
     }
     if o.replication.needs_rebuild {
@@ -562,9 +599,39 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         );
         return;
     }
-    // A fenced old primary re-takes a free lease: it has the newest data.
+    // A free lease is re-taken only with this region's own last grant: the witness's last
+    // holder is this region, so no other region was granted an epoch since (epochs change only
+    // with the holder). A fenced old primary has the newest data then; a standby holder is a
+    // switchover target that crashed between acquiring and promoting (no persisted operation),
+    // which promotes now instead of leaving two standbys. A region whose peer was granted the
+    // lease after it (superseded) never re-takes it: it waits to be rebuilt from that peer.
+    let own_last = o
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.state.holder == me && !me.is_empty());
     if o.local.db == DbRole::Primary {
+        if own_last || mutation_on(Mutation::RetakeAnyFreeLease) {
+            plan.steps.push(Step::AcquireLease);
+        } else {
+            let (holder, epoch) = o.lease.as_ref().map_or((String::new(), 0), |l| {
+                (l.state.holder.clone(), l.state.epoch)
+            });
+            cond(
+                plan,
+                ConditionKind::NeedsRebuild,
+                format!(
+                    "superseded: the lease was last granted to {holder:?} at epoch {epoch}; \
+                     staying fenced until rebuilt from it"
+                ),
+            );
+        }
+        return;
+    }
+    if own_last && !mutation_on(Mutation::TargetForgetsOwnGrant) {
         plan.steps.push(Step::AcquireLease);
+        return;
+    }
+    if !free {
         return;
     }
     // Planned switchover / approved failback targeting this standby, once the source has

@@ -54,6 +54,14 @@ pub enum Durability {
     Strict,
 }
 
+/// What drain + fence must be allowed at least (see `SAFETY.md`: the measured PostgreSQL
+/// fence, immediate stop, takes well under 200 ms; the route drain a few ms; the rest is room
+/// for a loaded host). Timings that leave less are refused at validation.
+pub const MIN_FENCE_BUDGET_MS: i64 = 1_000;
+
+/// How late after the deadline a runner may notice it (its tick wakes at the deadline).
+pub const TICK_SLACK_MS: i64 = 100;
+
 /// Lease timing. All durations in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,6 +95,17 @@ pub enum TimingError {
         /// The renew interval.
         renew_ms: i64,
     },
+    /// The worst-case fence (a renew attempt that ends at the deadline, the tick that notices,
+    /// then drain and fence) could still be running when the witness may grant the lease
+    /// elsewhere.
+    #[error(
+        "fence budget {budget_ms} ms (ttl·(1−drift)/(1+drift) − deadline − {TICK_SLACK_MS} ms) \
+         is below the {MIN_FENCE_BUDGET_MS} ms that drain + fence need: raise renew or margin"
+    )]
+    NoFenceBudget {
+        /// The computed budget.
+        budget_ms: i64,
+    },
     /// With the worst drift, the deadline could end after the witness TTL.
     #[error("deadline {deadline_ms} ms is not strictly inside ttl {ttl_ms} ms at drift {drift}")]
     NotInsideTtl {
@@ -115,6 +134,20 @@ impl Timing {
     /// SENT: `ttl - renew - margin`.
     pub fn deadline_ms(&self) -> i64 {
         self.ttl_ms - self.renew_ms - self.margin_ms
+    }
+
+    /// The time from the self-fence deadline to the earliest instant the witness may grant the
+    /// lease elsewhere, on this region's clock at the worst drift, less [`TICK_SLACK_MS`] for
+    /// the tick that notices the deadline: what drain + fence may take at most. A renew attempt
+    /// never runs past the deadline (the executor caps it), so the fence starts by then.
+    ///
+    /// The witness grants elsewhere no earlier than `ttl` of ITS time after it granted us,
+    /// which was no earlier than our send: `ttl·(1−d)` true time, at most `ttl·(1−d)/(1+d)` of
+    /// ours.
+    pub fn fence_budget_ms(&self) -> i64 {
+        let d = self.max_drift;
+        let earliest_grant = ((self.ttl_ms as f64) * (1.0 - d) / (1.0 + d)).floor() as i64;
+        earliest_grant - self.deadline_ms() - TICK_SLACK_MS
     }
 
     /// Checks the deadline lies strictly inside the TTL even with the worst clock-rate error:
@@ -146,6 +179,10 @@ impl Timing {
                 ttl_ms: self.ttl_ms,
                 drift: d,
             });
+        }
+        let budget_ms = self.fence_budget_ms();
+        if budget_ms < MIN_FENCE_BUDGET_MS {
+            return Err(TimingError::NoFenceBudget { budget_ms });
         }
         Ok(())
     }

@@ -144,8 +144,8 @@ rules! {
         steps: &["renew-lease"],
         conditions: &[],
     },
-    restarted_primary_controller_re_acquires_its_unexpired_lease_instead_of_fencing: Row {
-        name: "restarted primary controller re-acquires its unexpired lease instead of fencing",
+    restarted_primary_controller_fences_then_re_acquires_its_unexpired_lease: Row {
+        name: "restarted primary controller fences, then re-acquires its unexpired lease",
         observed: || {
             let mut o = primary();
             o.renewed = None;
@@ -153,8 +153,8 @@ rules! {
             o
         },
         now: 5_000,
-        steps: &["acquire-lease"],
-        conditions: &[],
+        steps: &["drain", "fence", "acquire-lease", "unfence", "undrain"],
+        conditions: &[C::SelfFenced],
     },
     restarted_primary_controller_fences_when_the_witness_no_longer_names_it: Row {
         name: "restarted primary controller fences when the witness no longer names it",
@@ -818,4 +818,128 @@ fn the_holder_wakes_for_its_renew_and_a_standby_when_the_lease_runs_out() {
     // Expired or unknown lease: the tick; never below 5 ms.
     assert_eq!(wake_in_ms(&s, Mono(40_000), 100), 100);
     assert_eq!(wake_in_ms(&p, Mono(9_999), 60_000), 5);
+}
+
+// Issue 13, paths 1, 6 and 7: each test asserts the fixed behaviour (it failed before the fix)
+// and that the test-only mutation switch puts the old path back.
+
+fn with_mutation<T>(m: super::mutation::Mutation, f: impl FnOnce() -> T) -> T {
+    super::mutation::set(Some(m));
+    let r = f();
+    super::mutation::set(None);
+    r
+}
+
+/// `a`: an old primary, fenced and drained, after a restart; the lease has expired.
+fn fenced_old_primary(last_holder: &str, epoch: u64) -> Observed {
+    let mut o = sample();
+    o.local.read_only = true;
+    o.local.drained = true;
+    o.renewed = None;
+    if let Some(l) = o.lease.as_mut() {
+        l.state.holder = last_holder.into();
+        l.state.epoch = epoch;
+    }
+    o
+}
+
+#[test]
+fn path1_a_superseded_old_primary_never_retakes_a_free_lease() {
+    // a died, b promoted at epoch 2, b's lease lapsed, a is back: a must not re-take it.
+    let o = fenced_old_primary("b", 2);
+    let now = Mono(40_000);
+    let plan = decide(&o, now);
+    assert!(!plan.has("acquire-lease"), "{:?}", plan.names());
+    assert!(
+        plan.conditions
+            .iter()
+            .any(|c| c.kind == ConditionKind::NeedsRebuild && c.message.contains("superseded")),
+        "{:?}",
+        plan.conditions
+    );
+    // Its own last grant: it re-takes (same holder, same epoch).
+    let own = decide(&fenced_old_primary("a", 1), now);
+    assert_eq!(own.names(), ["acquire-lease"]);
+    // The old rule (any primary takes a free lease) is the path to lost writes.
+    let mutated = with_mutation(super::mutation::Mutation::RetakeAnyFreeLease, || {
+        decide(&o, now)
+    });
+    assert_eq!(mutated.names(), ["acquire-lease"]);
+}
+
+/// `b`: a switchover target that acquired the lease and crashed before promoting.
+fn crashed_target() -> Observed {
+    let mut o = sample();
+    o.region = "b".into();
+    o.local = Local {
+        db: DbRole::Standby,
+        read_only: false,
+        drained: true,
+        sync_suspended: false,
+    };
+    o.renewed = None;
+    o.replication.streaming = false;
+    o.replication.sync = false;
+    o.replication.lag_seconds = 600;
+    if let Some(l) = o.lease.as_mut() {
+        l.state.holder = "b".into();
+        l.state.epoch = 2;
+    }
+    o
+}
+
+#[test]
+fn path6_a_target_that_crashed_before_promoting_retakes_its_own_grant() {
+    // The lease expired (30 s after the grant), no operation was persisted, the source is a
+    // demoted standby (probes fail) and the target's lag is unknown: before the fix nothing
+    // moved (two standbys, no writer).
+    let o = crashed_target();
+    let now = Mono(31_000);
+    assert_eq!(decide(&o, now).names(), ["acquire-lease"]);
+    // A restarted target whose own grant has not expired takes it back at once.
+    assert_eq!(decide(&o, Mono(5_000)).names(), ["acquire-lease"]);
+    let mutated = with_mutation(super::mutation::Mutation::TargetForgetsOwnGrant, || {
+        decide(&o, now)
+    });
+    assert!(!mutated.has("acquire-lease"), "{:?}", mutated.names());
+}
+
+#[test]
+fn path7_a_restarted_holder_fences_before_it_reacquires() {
+    // A restarted controller: its database is a writable primary, the witness still names it,
+    // it has no grant of its own.
+    let mut o = sample();
+    o.renewed = None;
+    let plan = decide(&o, Mono(1_000));
+    assert_eq!(
+        plan.names(),
+        ["drain", "fence", "acquire-lease", "unfence", "undrain"],
+        "fenced first; un-fenced only after the lease is back"
+    );
+    let mutated = with_mutation(
+        super::mutation::Mutation::RestartedHolderKeepsServing,
+        || decide(&o, Mono(1_000)),
+    );
+    assert_eq!(mutated.names(), ["acquire-lease"]);
+}
+
+#[test]
+fn path5_timings_whose_worst_case_fence_misses_the_ttl_are_refused() {
+    // ttl 30 / renew 10 / margin 2: budget = floor(30 000·0.95/1.05) − 18 000 − 100 ms.
+    let t = Timing::standard();
+    assert_eq!(t.fence_budget_ms(), 27_142 - 18_000 - 100);
+    assert_eq!(t.validate(), Ok(()));
+    // ttl 10 / renew 1 / margin 1: deadline 8 s, earliest grant elsewhere 9.047 s: 947 ms
+    // left for drain + fence, under the 1 s minimum.
+    let tight = Timing {
+        ttl_ms: 10_000,
+        renew_ms: 1_000,
+        margin_ms: 1_000,
+        hold_down_ms: 1_000,
+        max_drift: 0.05,
+    };
+    assert!(matches!(
+        tight.validate(),
+        Err(TimingError::NoFenceBudget { budget_ms: 947 })
+    ));
 }
