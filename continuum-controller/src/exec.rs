@@ -34,6 +34,12 @@ pub trait Clock: Send + Sync {
     fn mono(&self) -> Mono;
     /// Wall time, only for status and audit timestamps.
     fn wall(&self) -> Millis;
+    /// The HOST's boot-time clock in ms (`CLOCK_BOOTTIME`: shared by every process on this
+    /// host, and it keeps counting through a suspend), for deadlines handed to another process
+    /// such as the database watchdog.
+    fn host_ms(&self) -> i64 {
+        crate::watchdog::host_ms()
+    }
 }
 
 /// The process clocks: tokio's monotonic `Instant` (so tests can pause time) and the system
@@ -94,14 +100,20 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// Timeouts derived from the lease timing: fencing must finish inside `renew + margin`.
+    /// Timeouts derived from the lease timing (`SAFETY.md`, the fence budget):
+    /// - a witness call gets `renew / 2`, and a renew is further capped at run time so it never
+    ///   runs past the self-fence deadline ([`Executor::run`]);
+    /// - drain and fence get half of [`Timing::fence_budget_ms`] each, so a fence that starts at
+    ///   the deadline ends before the witness may grant the lease elsewhere, at the worst drift;
+    /// - waiting for a switchover target to replay gets `renew / 2` per plan, so the source's
+    ///   renewals never starve (the next tick renews, then waits again).
     pub fn for_timing(t: &Timing) -> Timeouts {
         let ms = |v: i64| Duration::from_millis(u64::try_from(v.max(1)).unwrap_or(1));
         Timeouts {
             lease: ms(t.renew_ms / 2),
-            fence: ms((t.renew_ms + t.margin_ms) / 3),
+            fence: ms(t.fence_budget_ms() / 2),
             demote: Duration::from_secs(30),
-            replay: Duration::from_secs(30),
+            replay: ms(t.renew_ms / 2),
             promote: Duration::from_secs(30),
             dns: Duration::from_secs(5),
             rebuild: Duration::from_secs(600),
@@ -234,6 +246,8 @@ pub struct Executor<W, D, N, R, A, S, C> {
     timeouts: Timeouts,
     clock: C,
     report: Mutex<Option<HolderReport>>,
+    /// This process's last grant: a renew never runs past `sent_at + deadline`.
+    last_grant: Mutex<Option<Renewed>>,
 }
 
 impl<W, D, N, R, A, S, C> Executor<W, D, N, R, A, S, C>
@@ -261,6 +275,7 @@ where
             timeouts,
             clock,
             report: Mutex::new(None),
+            last_grant: Mutex::new(None),
         }
     }
 
@@ -296,17 +311,42 @@ where
         self.ports.store.load().await
     }
 
+    /// How long `step` may take now: its timeout, and for a renew no longer than what is left
+    /// of this process's authority (a renew that outlives the deadline would delay the fence).
+    fn limit(&self, step: &Step) -> Option<Duration> {
+        let limit = self.timeouts.of(step);
+        if !matches!(step, Step::RenewLease { .. }) {
+            return Some(limit);
+        }
+        let grant = *self
+            .last_grant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(g) = grant else {
+            return Some(limit);
+        };
+        let left = self.timing.deadline_ms() - self.clock.mono().since(g.sent_at);
+        let left = u64::try_from(left).ok().filter(|l| *l > 0)?;
+        Some(limit.min(Duration::from_millis(left)))
+    }
+
     /// Runs `plan`, stopping at the first failed or stuck step.
+    ///
+    /// Fencing never depends on persisting anything: when the operation store cannot be loaded
+    /// or saved (full disk, status API down), Drain and Fence still run, and only the steps
+    /// that need a persisted operation before they write are skipped.
     pub async fn run(&self, plan: &Plan) -> Outcome {
         let mut out = Outcome::default();
+        let mut store_ok = true;
         let mut state = match self.ports.store.load().await {
             Ok(s) => s,
             Err(e) => {
+                store_ok = false;
                 out.stopped = Some(Stopped::Failed {
                     step: "load",
                     error: ExecError::Store(e),
                 });
-                return out;
+                Persisted::default()
             }
         };
         if let Some(start) = &plan.start
@@ -317,6 +357,13 @@ where
             state.operation = Some(op);
         }
         for step in &plan.steps {
+            let fencing = matches!(step, Step::Drain { .. } | Step::Fence { .. });
+            let needs_store = !fencing && !matches!(step, Step::RenewLease { .. } | Step::Audit(_));
+            if !store_ok && needs_store {
+                // Without the store only fencing and renewing run; the rest waits for a tick
+                // that can persist its operation.
+                continue;
+            }
             if step.writes()
                 && let Some(op) = state.operation.as_mut()
             {
@@ -325,14 +372,25 @@ where
                     op.epoch = op.epoch.max(e);
                 }
                 if let Err(e) = self.ports.store.save(&state).await {
-                    out.stopped = Some(Stopped::Failed {
+                    out.stopped.get_or_insert(Stopped::Failed {
                         step: step.name(),
                         error: ExecError::Store(e),
                     });
-                    break;
+                    store_ok = false;
+                    if needs_store {
+                        continue;
+                    }
                 }
             }
-            let limit = self.timeouts.of(step);
+            let Some(limit) = self.limit(step) else {
+                // The deadline has passed: no renew now; the next decision fences.
+                out.stopped.get_or_insert(Stopped::Stuck {
+                    step: step.name(),
+                    condition: stuck_condition(step),
+                    after: Duration::ZERO,
+                });
+                break;
+            };
             let stop =
                 match tokio::time::timeout(limit, self.step(step, &mut state, &mut out)).await {
                     Ok(Ok(())) => {
@@ -368,26 +426,36 @@ where
         }
     }
 
-    /// After a granted acquire/renew sent at `sent`: record it and arm the dead-man switch.
+    /// After a granted acquire/renew sent at `sent` (`sent_host` on the host clock): record
+    /// it, arm the database watchdog (a real fence at `sent + deadline`, run by another
+    /// process) and the route's dead-man switch.
     async fn granted(
         &self,
         view: &LeaseView,
         sent: Mono,
+        sent_host: i64,
         out: &mut Outcome,
     ) -> Result<(), ExecError> {
         out.lease = Some(self.observe(view));
         let epoch = view.state.epoch;
-        out.renewed = Some(Renewed {
+        let grant = Renewed {
             sent_at: sent,
             epoch,
-        });
+        };
+        out.renewed = Some(grant);
+        *self
+            .last_grant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(grant);
+        let armed = self
+            .ports
+            .db
+            .arm(epoch, sent_host + self.timing.deadline_ms())
+            .await;
         let left = self.timing.deadline_ms() - self.clock.mono().since(sent);
         let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
-        self.ports
-            .routes
-            .arm(epoch, left)
-            .await
-            .map_err(ExecError::Plane)
+        let routed = self.ports.routes.arm(epoch, left).await;
+        armed.and(routed).map_err(ExecError::Plane)
     }
 
     fn lease_err(&self, e: WitnessPortError, out: &mut Outcome) -> ExecError {
@@ -409,21 +477,23 @@ where
         match step {
             Step::RenewLease { epoch } => {
                 let sent = self.clock.mono();
+                let sent_host = self.clock.host_ms();
                 let report = self.report();
                 match p
                     .witness
                     .renew(&self.region, ttl, *epoch, report.as_ref())
                     .await
                 {
-                    Ok(v) => self.granted(&v, sent, out).await,
+                    Ok(v) => self.granted(&v, sent, sent_host, out).await,
                     Err(e) => Err(self.lease_err(e, out)),
                 }
             }
             Step::AcquireLease => {
                 let sent = self.clock.mono();
+                let sent_host = self.clock.host_ms();
                 let report = self.report();
                 match p.witness.acquire(&self.region, ttl, report.as_ref()).await {
-                    Ok(v) => self.granted(&v, sent, out).await,
+                    Ok(v) => self.granted(&v, sent, sent_host, out).await,
                     Err(e) => Err(self.lease_err(e, out)),
                 }
             }
@@ -453,12 +523,13 @@ where
                     flushed_lsn: self.report().and_then(|r| r.flushed_lsn),
                 };
                 let sent = self.clock.mono();
+                let sent_host = self.clock.host_ms();
                 match p
                     .witness
                     .renew(&self.region, ttl, *epoch, Some(&report))
                     .await
                 {
-                    Ok(v) => self.granted(&v, sent, out).await?,
+                    Ok(v) => self.granted(&v, sent, sent_host, out).await?,
                     Err(e) => return Err(self.lease_err(e, out)),
                 }
                 self.set_report(Some(report));

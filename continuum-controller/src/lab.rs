@@ -10,9 +10,13 @@
 //! - one `continuum-controller run` process per region, serving that region's route front, so
 //!   that killing "the region" kills its database, its route and its controller together.
 //!
-//! A region's database BOOTS FENCED ([`Lab::restart_region`] sets
-//! `default_transaction_read_only = on` before starting it, like a fencing annotation that
-//! survives restarts): after a crash only its controller, holding the lease, opens it again.
+//! - one database watchdog process per region (`continuum-controller watchdog`), armed by that
+//!   region's controller on every grant, which fences the database when the deadline passes
+//!   unrenewed (a paused or killed controller).
+//!
+//! A primary region's database BOOTS FENCED ([`Lab::restart_region`] writes the fence marker
+//! and `standby.signal` and leaves it stopped): after a crash only its controller opens it
+//! again, by un-fencing it while holding its own lease or by rebuilding it from the peer.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -111,6 +115,7 @@ pub struct Lab {
     _nats: NatsServer,
     _witness_stop: tokio::sync::oneshot::Sender<()>,
     controllers: BTreeMap<String, tokio::process::Child>,
+    watchdogs: BTreeMap<String, (SocketAddr, Option<tokio::process::Child>)>,
     cuts: BTreeMap<String, tokio::sync::watch::Sender<bool>>,
     info: LabInfo,
     config_path: PathBuf,
@@ -175,6 +180,14 @@ impl Lab {
             witness_paths.insert(r.to_owned(), url);
             cuts.insert(r.to_owned(), cut);
         }
+        let mut watchdogs = BTreeMap::new();
+        for r in REGIONS {
+            let port = testkit::free_port().map_err(|e| LabError::Failed(e.to_string()))?;
+            watchdogs.insert(
+                r.to_owned(),
+                (SocketAddr::from(([127, 0, 0, 1], port)), None),
+            );
+        }
         let mut regions = BTreeMap::new();
         let mut fronts = BTreeMap::new();
         let mut postgres = BTreeMap::new();
@@ -193,6 +206,7 @@ impl Lab {
                     front_url: format!("http://{addr}"),
                     front_listen: Some(addr),
                     witness_url: witness_paths.get(*r).cloned(),
+                    watchdog_url: watchdogs.get(*r).map(|(a, _)| format!("http://{a}")),
                     postgres: PgEndpoint {
                         conninfo: pg
                             .conninfo()
@@ -259,6 +273,7 @@ impl Lab {
             _nats: nats,
             _witness_stop: witness_stop,
             controllers: BTreeMap::new(),
+            watchdogs,
             cuts,
             info,
             spec_extra: SpecExtra::default(),
@@ -267,6 +282,7 @@ impl Lab {
         // The initial record: the home region, epoch 0 (every promotion writes a higher one).
         lab.initial_dns(port).await?;
         for r in REGIONS {
+            lab.spawn_watchdog(r)?;
             lab.spawn_controller(r)?;
         }
         lab.wait_healthy(Duration::from_secs(90)).await?;
@@ -346,6 +362,54 @@ impl Lab {
         self.write_config()
     }
 
+    /// Starts region `r`'s database watchdog process.
+    pub fn spawn_watchdog(&mut self, r: &str) -> Result<(), LabError> {
+        let state = self.opts.dir.join(r);
+        std::fs::create_dir_all(&state)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join("watchdog.log"))?;
+        let Some((addr, _)) = self.watchdogs.get(r).map(|(a, c)| (*a, c.is_some())) else {
+            return Ok(());
+        };
+        let pg = node(&self.pair, r);
+        let mut cmd = tokio::process::Command::new(&self.opts.controller_bin);
+        cmd.arg("watchdog")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(pg.data_dir())
+            .arg("--bindir")
+            .arg(
+                std::env::var_os("TESTKIT_PG_BINDIR")
+                    .map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from),
+            );
+        if nix::unistd::geteuid().is_root() {
+            cmd.arg("--run-as").arg("postgres");
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| LabError::Failed(format!("spawning the watchdog of {r}: {e}")))?;
+        if let Some(w) = self.watchdogs.get_mut(r) {
+            w.1 = Some(child);
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs only region `r`'s controller (its database and watchdog stay up).
+    pub async fn kill_controller(&mut self, r: &str) {
+        if let Some(mut c) = self.controllers.remove(r) {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
     /// Starts region `r`'s controller process.
     pub fn spawn_controller(&mut self, r: &str) -> Result<(), LabError> {
         let state = self.opts.dir.join(r);
@@ -394,10 +458,15 @@ impl Lab {
 
     /// SIGKILLs region `r`: its controller (and with it the route front) and its database.
     pub async fn kill_region(&mut self, r: &str) -> Result<(), LabError> {
+        let watchdog = self.watchdogs.get_mut(r).and_then(|w| w.1.take());
         let ctl = async {
             if let Some(mut c) = self.controllers.remove(r) {
                 let _ = c.start_kill();
                 let _ = c.wait().await;
+            }
+            if let Some(mut w) = watchdog {
+                let _ = w.start_kill();
+                let _ = w.wait().await;
             }
         };
         let pg = node(&self.pair, r);
@@ -422,24 +491,29 @@ impl Lab {
             .map_err(|e| LabError::Failed(format!("killing {r}'s database: {e}")))
     }
 
-    /// Starts region `r`'s database again, fenced (its controller decides what it becomes).
+    /// Brings region `r`'s database back after a crash: a primary boots fenced (marker and
+    /// `standby.signal`, left stopped: its controller un-fences or rebuilds it), a standby
+    /// starts as it was.
     pub async fn restart_database(&self, r: &str) -> Result<(), LabError> {
         let pg = node(&self.pair, r);
-        boot_fenced(pg)?;
+        if pg.is_running() {
+            return Ok(());
+        }
+        if boot_fenced(pg)? {
+            return Ok(());
+        }
         pg.start_server()
             .await
             .map_err(|e| LabError::Failed(format!("starting {r}'s database: {e}")))
     }
 
-    /// Brings region `r` back after a kill: its database boots fenced, then its controller
-    /// starts (and rebuilds the database as a standby when the peer holds the lease).
+    /// Brings region `r` back after a kill: its database as [`Lab::restart_database`], then
+    /// its watchdog and its controller (which rebuilds the database as a standby when the
+    /// peer holds the lease).
     pub async fn restart_region(&mut self, r: &str) -> Result<(), LabError> {
-        let pg = node(&self.pair, r);
-        if !pg.is_running() {
-            boot_fenced(pg)?;
-            pg.start_server()
-                .await
-                .map_err(|e| LabError::Failed(format!("starting {r}'s database: {e}")))?;
+        self.restart_database(r).await?;
+        if self.watchdogs.get(r).is_some_and(|w| w.1.is_none()) {
+            self.spawn_watchdog(r)?;
         }
         self.spawn_controller(r)
     }
@@ -581,13 +655,15 @@ fn node<'a>(pair: &'a PgPair, r: &str) -> &'a Pg {
     }
 }
 
-/// Sets `default_transaction_read_only = on` in the stopped node's `postgresql.auto.conf`.
-fn boot_fenced(pg: &Pg) -> Result<(), LabError> {
-    let path = pg.data_dir().join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.push_str("default_transaction_read_only = 'on'\n");
-    std::fs::write(&path, text)?;
-    Ok(())
+/// A stopped node that was a primary (no `standby.signal`) gets the fence files, like a
+/// fencing annotation that survives restarts; true when it did (the node stays stopped).
+fn boot_fenced(pg: &Pg) -> Result<bool, LabError> {
+    let dir = pg.data_dir();
+    if dir.join("standby.signal").exists() {
+        return Ok(false);
+    }
+    crate::adapters::postgres::write_fence_files(dir, 0)?;
+    Ok(true)
 }
 
 /// The lab's Continuum object (same shape as the CR) with the current requests.

@@ -35,3 +35,4 @@ pub mod metrics;
 pub mod observe;
 pub mod ports;
 pub mod standalone;
+pub mod watchdog;

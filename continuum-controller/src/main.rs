@@ -63,6 +63,33 @@ enum Cmd {
         #[arg(long, env = "CONTINUUM_LISTEN")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Run the database watchdog of one region: an independent process that fences the local
+    /// PostgreSQL server (fence marker + standby.signal + `pg_ctl stop -m immediate`) when the
+    /// lease deadline the controller armed passes without a renewal. It is what stops an old
+    /// primary whose controller is paused (SIGSTOP, GC, VM pause) or killed from acknowledging
+    /// writes once the peer may hold the lease. Point `run`'s endpoints `watchdogUrl` at it.
+    Watchdog {
+        /// Address to serve `POST /arm`, `GET /state`, `/healthz` on (loopback recommended).
+        #[arg(
+            long,
+            env = "CONTINUUM_WATCHDOG_LISTEN",
+            default_value = "127.0.0.1:7480"
+        )]
+        listen: std::net::SocketAddr,
+        /// The PostgreSQL data directory to fence.
+        #[arg(long, env = "CONTINUUM_WATCHDOG_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Directory of `pg_ctl`.
+        #[arg(
+            long,
+            env = "CONTINUUM_WATCHDOG_BINDIR",
+            default_value = "/usr/lib/postgresql/15/bin"
+        )]
+        bindir: PathBuf,
+        /// OS user the server runs as (`runuser -u`), when this process runs as root.
+        #[arg(long, env = "CONTINUUM_WATCHDOG_RUN_AS")]
+        run_as: Option<String>,
+    },
     /// Start or stop the two-region lab on loopback (real PostgreSQL, PowerDNS, NATS, witness).
     Lab {
         #[command(subcommand)]
@@ -453,6 +480,23 @@ async fn main() -> anyhow::Result<()> {
             let now = now_ms.map_or_else(|| newest_instant(&o), Mono);
             let plan = decide::decide(&o, now);
             println!("{}", serde_json::to_string_pretty(&plan)?);
+        }
+        Cmd::Watchdog {
+            listen,
+            data_dir,
+            bindir,
+            run_as,
+        } => {
+            continuum_controller::watchdog::serve(
+                listen,
+                continuum_controller::watchdog::WatchdogConfig {
+                    bindir,
+                    data_dir,
+                    run_as,
+                },
+            )
+            .await
+            .context("watchdog")?;
         }
         Cmd::Sample => println!("{}", serde_json::to_string_pretty(&decide::sample())?),
         Cmd::Operator(args) => {

@@ -111,6 +111,19 @@ pub trait Database: Send + Sync {
     /// Turns synchronous replication on (`synchronous_standby_names` = peer) or off.
     fn set_sync(&self, epoch: u64, on: bool)
     -> impl Future<Output = Result<(), PlaneError>> + Send;
+    /// Arms the database's own dead-man switch, when it has one: an independent watchdog
+    /// process that fences the database (the same fence as [`Database::fence`]) once the
+    /// host's boot-time clock passes `until_host_ms` without a later arm. This is what stops
+    /// an old primary whose controller is paused or killed from acknowledging writes after
+    /// the peer may hold the lease. Default: none (CNPG: see `SAFETY.md`).
+    fn arm(
+        &self,
+        epoch: u64,
+        until_host_ms: i64,
+    ) -> impl Future<Output = Result<(), PlaneError>> + Send {
+        let _ = (epoch, until_host_ms);
+        async { Ok(()) }
+    }
     /// Rebuilds the local database as a standby of `source` (pg_rewind, else re-clone).
     fn rebuild(
         &self,

@@ -129,6 +129,12 @@ pub struct RegionEndpoint {
     pub front_listen: Option<SocketAddr>,
     /// The database.
     pub postgres: PgEndpoint,
+    /// This region's database watchdog (`continuum-controller watchdog`), armed on every
+    /// grant; it fences the database when the deadline passes unrenewed (a paused or killed
+    /// controller). Strongly recommended: without it nothing fences a database whose
+    /// controller is paused past the TTL.
+    #[serde(default)]
+    pub watchdog_url: Option<String>,
 }
 
 /// The data-plane wiring of a standalone deployment (shared by every region's controller).
@@ -413,8 +419,17 @@ async fn build(opts: &RunOptions, spec: &Spec) -> Result<(Loop, Option<RouteFron
             port: pg.port,
             run_as: pg.run_as.clone(),
         }),
+        watchdog: mine
+            .watchdog_url
+            .as_deref()
+            .map(crate::watchdog::WatchdogClient::new),
         settle_timeout: Duration::from_secs(10),
     });
+    if mine.watchdog_url.is_none() {
+        tracing::warn!(
+            "no watchdogUrl for this region: a paused or killed controller leaves its database unfenced"
+        );
+    }
     let dns = match &ep.powerdns {
         Some(p) => {
             let control = pdm_client::PowerDnsBackend::new(pdm_client::PowerDnsConfig::new(

@@ -98,8 +98,49 @@ async fn write_rows(pg: &Pg, from: i32, to: i32) {
     }
 }
 
+/// Issue 13, path 2: a session setting is no fence. With the old fence
+/// (`ALTER SYSTEM SET default_transaction_read_only = on`), any application session turns it
+/// off again and writes. This is the mechanism the real fence replaces; the test shows, on
+/// the real server, why.
 #[tokio::test]
-async fn fence_refuses_writes_keeps_reads_cuts_a_live_writer_and_unfence_restores() {
+async fn path2_default_transaction_read_only_is_no_fence_any_session_undoes_it() {
+    let pair = PgPair::start().await.unwrap();
+    let admin = pair.primary().connect().await.unwrap();
+    for stmt in [
+        "create table t (id int primary key)",
+        "alter system set default_transaction_read_only = on",
+        "select pg_reload_conf()",
+    ] {
+        admin.batch_execute(stmt).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hostile = pair.primary().connect().await.unwrap();
+    assert!(
+        hostile
+            .execute("insert into t values (1)", &[])
+            .await
+            .is_err(),
+        "read-only by default"
+    );
+    hostile
+        .batch_execute("set default_transaction_read_only = off")
+        .await
+        .unwrap();
+    hostile
+        .execute("insert into t values (2)", &[])
+        .await
+        .expect("a session undoes the setting and writes: not a fence");
+    hostile
+        .batch_execute("begin read write; insert into t values (3); commit")
+        .await
+        .expect("BEGIN READ WRITE writes too");
+}
+
+/// The real fence (marker + standby.signal + immediate stop): nothing acknowledges a write
+/// after it returns, a hostile session has nothing to undo, a restart by anyone comes back in
+/// recovery, and unfence brings the primary back with its standby.
+#[tokio::test]
+async fn fence_stops_every_writer_no_session_can_undo_it_and_unfence_restores() {
     let pair = PgPair::start().await.unwrap();
     let db = primary_db(&pair);
     let writer = pair.primary().connect().await.unwrap();
@@ -107,38 +148,62 @@ async fn fence_refuses_writes_keeps_reads_cuts_a_live_writer_and_unfence_restore
         .batch_execute("create table t (id int primary key)")
         .await
         .unwrap();
-    // A session with an open write transaction.
+    // A session with an open write transaction, and a hostile one that undid read-only.
     writer
         .batch_execute("begin; insert into t values (1)")
         .await
         .unwrap();
+    let hostile = pair.primary().connect().await.unwrap();
+    hostile
+        .batch_execute("set default_transaction_read_only = off; set synchronous_commit = local")
+        .await
+        .unwrap();
 
+    let started = std::time::Instant::now();
     db.fence(1).await.unwrap();
-    assert!(db.observe().await.unwrap().read_only);
-
-    // The live writer was cut: its commit cannot succeed.
-    assert!(writer.batch_execute("commit").await.is_err());
-    // New sessions read, but cannot write.
-    let c = pair.primary().connect().await.unwrap();
-    assert_eq!(
-        c.query_one("select count(*) from t", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        0
+    let took = started.elapsed();
+    eprintln!("fence: marker + standby.signal + pg_ctl stop -m immediate took {took:?}");
+    let o = db.observe().await.unwrap();
+    assert!(
+        o.read_only && o.role == DbRole::Primary,
+        "a fenced primary: {o:?}"
     );
+    assert!(!pair.primary().is_running(), "the postmaster is gone");
+
+    // Neither the open transaction nor the hostile session can commit anything.
+    assert!(writer.batch_execute("commit").await.is_err());
+    assert!(
+        hostile
+            .batch_execute("begin read write; insert into t values (2); commit")
+            .await
+            .is_err()
+    );
+    assert!(pair.primary().connect().await.is_err(), "no new session");
+
+    // Someone starts the server again: it comes back in recovery, read-only for everyone.
+    pair.primary().start_server().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
     let err = c
-        .execute("insert into t values (2)", &[])
+        .batch_execute(
+            "set default_transaction_read_only = off; begin read write; \
+             insert into t values (3); commit",
+        )
         .await
         .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+    // "cannot set transaction read-write mode during recovery" (or read-only transaction).
+    use tokio_postgres::error::SqlState;
+    assert!(
+        [
+            SqlState::FEATURE_NOT_SUPPORTED,
+            SqlState::READ_ONLY_SQL_TRANSACTION
+        ]
+        .iter()
+        .any(|c| err.code() == Some(c)),
         "{err}"
     );
-    // Idempotent.
+    assert!(db.observe().await.unwrap().read_only, "still fenced");
+    // Idempotent, and a stale epoch is refused.
     db.fence(1).await.unwrap();
-    // A stale epoch is refused.
     assert!(matches!(
         db.unfence(0).await,
         Err(PlaneError::StaleEpoch {
@@ -148,9 +213,10 @@ async fn fence_refuses_writes_keeps_reads_cuts_a_live_writer_and_unfence_restore
     ));
 
     db.unfence(1).await.unwrap();
-    assert!(!db.observe().await.unwrap().read_only);
+    let o = db.observe().await.unwrap();
+    assert!(!o.read_only && o.role == DbRole::Primary, "{o:?}");
     let c = pair.primary().connect().await.unwrap();
-    c.execute("insert into t values (3)", &[]).await.unwrap();
+    c.execute("insert into t values (4)", &[]).await.unwrap();
     assert_eq!(
         count(pair.standby()).await,
         1,
@@ -196,13 +262,6 @@ async fn readings_report_roles_lsns_and_small_lag() {
     // The primary sees what the standby replayed.
     let replayed = p.peer_replayed().await.unwrap();
     assert!(Some(replayed) >= po.replay_lsn);
-
-    // Fencing a standby (it may be promoted later) works and is undone by unfence.
-    s.fence(1).await.unwrap();
-    assert!(s.observe().await.unwrap().read_only);
-    s.unfence(1).await.unwrap();
-    assert!(!s.observe().await.unwrap().read_only);
-    assert!(s.observe().await.unwrap().streaming);
 }
 
 #[tokio::test]
@@ -369,4 +428,67 @@ async fn demote_of_a_cleanly_stopped_primary_starts_it_as_a_standby() {
     s.promote(4).await.unwrap();
     write_rows(pair.standby(), 10, 15).await;
     wait_rows(pair.primary(), "old primary follows the new one", 15).await;
+}
+
+/// Issue 13, path 9: the database watchdog (an independent process in production; here its
+/// server runs as a task of the test) fences a primary whose controller stopped arming it —
+/// paused or killed — once the deadline passes, and leaves it alone while it is re-armed.
+#[tokio::test]
+async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewed() {
+    use continuum_controller::watchdog::{self, WatchdogClient, WatchdogConfig, host_ms};
+    let pair = PgPair::start().await.unwrap();
+    let n = node(pair.primary());
+    let port = testkit::free_port().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let server = tokio::spawn(watchdog::serve(
+        addr,
+        WatchdogConfig {
+            bindir: n.bindir.clone(),
+            data_dir: n.data_dir.clone(),
+            run_as: n.run_as.clone(),
+        },
+    ));
+    let w = WatchdogClient::new(&format!("http://{addr}"));
+    eventually("watchdog up", WAIT, || async {
+        w.state().await.map(|_| ())
+    })
+    .await
+    .unwrap();
+    // Armed and re-armed in time (a live controller renewing): nothing happens.
+    for _ in 0..4 {
+        w.arm(1, host_ms() + 400).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(pair.primary().is_running(), "re-armed in time: not fenced");
+    assert_eq!(w.state().await.unwrap().fired, 0);
+    // A lower epoch is refused.
+    assert!(w.arm(0, host_ms() + 10_000).await.is_err());
+    // The controller stops arming: the deadline passes.
+    let until = host_ms() + 300;
+    w.arm(1, until).await.unwrap();
+    eventually("watchdog fence", WAIT, || async {
+        if pair.primary().is_running() {
+            Err("still running".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    let fenced_at = host_ms();
+    eprintln!(
+        "watchdog: database stopped {} ms after the armed deadline",
+        fenced_at - until
+    );
+    eventually("fired counted", WAIT, || async {
+        match w.state().await {
+            Ok(s) if s.fired == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    let db = primary_db(&pair);
+    assert!(db.observe().await.unwrap().read_only, "marker left: fenced");
+    server.abort();
 }

@@ -4,9 +4,16 @@
 //!   on a primary the peer's row of `pg_stat_replication` (sync state, flush/replay LSN, lag in
 //!   bytes and seconds), on a standby its receive/replay LSNs and whether `pg_stat_wal_receiver`
 //!   streams.
-//! - [`Database::fence`]: `ALTER SYSTEM SET default_transaction_read_only = on`, reload, wait until
-//!   a NEW session starts read-only, then terminate every other client backend (waiting for each
-//!   to exit), so no session that may hold a write transaction survives.
+//! - [`Database::fence`]: a fence no client can undo (DESIGN §5, `SAFETY.md`): write the fence
+//!   marker (`<data_dir>.fenced`, holding the epoch) and `standby.signal`, then stop the server
+//!   with `pg_ctl stop -m immediate` (SIGQUIT: every backend exits at once, nothing is
+//!   acknowledged after `pg_ctl` returns). Done when the postmaster is gone. Whoever starts the
+//!   server again gets it in recovery, read-only. A session setting such as
+//!   `default_transaction_read_only` is NOT a fence: any session can `SET` it off. While the
+//!   marker exists, [`PgDatabase::observe`] reports a fenced primary (stopped or in recovery).
+//!   The same fence is what the independent database watchdog ([`crate::watchdog`]) runs when
+//!   its deadline passes unrenewed.
+//! - [`Database::unfence`]: remove `standby.signal`, start the server, then remove the marker.
 //! - [`Database::promote`]: `pg_promote(wait => true)`; yields `pg_current_wal_lsn()`.
 //! - [`Database::set_sync`]: `synchronous_standby_names` = `FIRST 1 ("<peer>")` or `''`.
 //! - [`Database::demote`] and [`Database::rebuild`] restart the server, so they need a
@@ -20,7 +27,7 @@
 //! Connection failures map to [`PlaneError::Unavailable`], server errors to
 //! [`PlaneError::Failed`]; epochs lower than the highest applied one are refused.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
@@ -58,8 +65,10 @@ pub struct PgConfig {
     pub peer_name: String,
     /// This server's `application_name` when it follows the peer.
     pub local_name: String,
-    /// Restart control for demote/rebuild.
+    /// Restart control for demote/rebuild, and the data directory the fence needs.
     pub node: Option<NodeControl>,
+    /// The database watchdog armed on every grant ([`crate::watchdog`]), when one runs.
+    pub watchdog: Option<crate::watchdog::WatchdogClient>,
     /// How long fence/unfence wait for a reload to reach new sessions.
     pub settle_timeout: Duration,
 }
@@ -73,17 +82,99 @@ impl PgConfig {
             peer_name: peer_name.to_owned(),
             local_name: local_name.to_owned(),
             node: None,
+            watchdog: None,
             settle_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// The fence marker of the server whose data directory is `data_dir`: a sibling file
+/// `<data_dir>.fenced` (outside the data directory, so `pg_rewind` and `pg_basebackup` leave
+/// it alone) holding the epoch the fence was made under.
+pub fn fence_marker(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("fenced")
+}
+
+/// Makes sure a server restarted by anyone comes back fenced: the marker (fsynced, so it
+/// survives a crash right after) and `standby.signal` (recovery: read-only for every client).
+/// Used by the fence, the watchdog and the lab (a region's database boots fenced).
+pub fn write_fence_files(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let marker = fence_marker(data_dir);
+    let mut f = std::fs::File::create(&marker)?;
+    writeln!(f, "{epoch}")?;
+    f.sync_all()?;
+    let signal = data_dir.join("standby.signal");
+    if !signal.exists() {
+        std::fs::File::create(&signal)?.sync_all()?;
+        // The server's own user must be able to remove it on promote: same owner as the
+        // data directory.
+        let meta = std::fs::metadata(data_dir)?;
+        use std::os::unix::fs::MetadataExt as _;
+        let _ = std::os::unix::fs::chown(&signal, Some(meta.uid()), Some(meta.gid()));
+    }
+    if let Some(dir) = marker.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether the server of `data_dir` is held fenced.
+pub fn is_fenced(data_dir: &Path) -> bool {
+    fence_marker(data_dir).exists()
+}
+
+/// `pg_ctl stop -m immediate` on `data_dir` (as `run_as` when set); no running server is
+/// success. Shared by the fence and the watchdog.
+pub async fn stop_immediate(
+    bindir: &Path,
+    data_dir: &Path,
+    run_as: Option<&str>,
+) -> Result<(), PlaneError> {
+    if !data_dir.join("postmaster.pid").exists() {
+        return Ok(());
+    }
+    let program = bindir.join("pg_ctl");
+    let mut cmd = match run_as {
+        Some(user) => {
+            let mut c = tokio::process::Command::new("runuser");
+            c.arg("-u").arg(user).arg("--").arg(&program);
+            c
+        }
+        None => tokio::process::Command::new(&program),
+    };
+    let out = cmd
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-w", "-t", "30", "-m", "immediate", "stop"])
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| PlaneError::Failed(format!("running {}: {e}", program.display())))?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    // "Is server running?": no server; "No such process": a stale postmaster.pid left by a
+    // crash. Either way nothing runs that could acknowledge a write.
+    if out.status.success()
+        || text.contains("Is server running?")
+        || text.contains("No such process")
+    {
+        Ok(())
+    } else {
+        Err(PlaneError::Failed(format!(
+            "pg_ctl stop -m immediate: {}: {text}",
+            out.status
+        )))
     }
 }
 
 /// One reading of the local database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DbObservation {
-    /// Primary or standby (never `Down`: an unreachable server is an error).
+    /// Primary or standby (never `Down`: an unreachable server is an error). A fenced server
+    /// (marker present) is an old primary held fenced: `Primary` with `read_only`.
     pub role: DbRole,
-    /// `default_transaction_read_only` is on.
+    /// Fenced: the fence marker exists (the server is stopped or in recovery by our fence).
     pub read_only: bool,
     /// Current `synchronous_standby_names`.
     pub sync_names: String,
@@ -170,13 +261,46 @@ impl PgDatabase {
         Self::connect_to(&self.cfg.conninfo).await
     }
 
-    /// Reads role, read-only state, LSNs, lag and streaming state.
+    /// Whether the fence marker exists (needs node control; without it, never).
+    pub fn fenced(&self) -> bool {
+        self.cfg
+            .node
+            .as_ref()
+            .is_some_and(|n| is_fenced(&n.data_dir))
+    }
+
+    /// Reads role, fence state, LSNs, lag and streaming state. A fenced server reads as a
+    /// fenced primary whether it is stopped or running in recovery.
     pub async fn observe(&self) -> Result<DbObservation, PlaneError> {
+        if self.fenced() {
+            let mut obs = match self.observe_running().await {
+                Ok(o) => o,
+                Err(_) => DbObservation {
+                    role: DbRole::Primary,
+                    read_only: true,
+                    sync_names: String::new(),
+                    peer_sync_state: None,
+                    flush_lsn: None,
+                    replay_lsn: None,
+                    local_lsn: None,
+                    lag_bytes: 0,
+                    lag_seconds: 0,
+                    streaming: false,
+                },
+            };
+            obs.role = DbRole::Primary;
+            obs.read_only = true;
+            obs.streaming = false;
+            return Ok(obs);
+        }
+        self.observe_running().await
+    }
+
+    async fn observe_running(&self) -> Result<DbObservation, PlaneError> {
         let c = self.connect().await?;
         let row = c
             .query_one(
-                "select pg_is_in_recovery(), \
-                 current_setting('default_transaction_read_only') = 'on', \
+                "select pg_is_in_recovery(), false, \
                  current_setting('synchronous_standby_names')",
                 &[],
             )
@@ -496,22 +620,28 @@ impl Database for PgDatabase {
 
     async fn fence(&self, epoch: u64) -> Result<(), PlaneError> {
         self.epoch.admit(epoch)?;
-        let c = self.connect().await?;
-        self.alter_system(&c, "alter system set default_transaction_read_only = on")
-            .await?;
-        drop(c);
-        self.settle("default_transaction_read_only", "on").await?;
-        self.terminate_clients().await?;
-        Ok(())
+        let node = self.node("fence")?;
+        write_fence_files(&node.data_dir, epoch)
+            .map_err(|e| PlaneError::Failed(format!("writing the fence marker: {e}")))?;
+        stop_immediate(&node.bindir, &node.data_dir, node.run_as.as_deref()).await
     }
 
     async fn unfence(&self, epoch: u64) -> Result<(), PlaneError> {
         self.epoch.admit(epoch)?;
-        let c = self.connect().await?;
-        self.alter_system(&c, "alter system reset default_transaction_read_only")
-            .await?;
-        drop(c);
-        self.settle("default_transaction_read_only", "off").await
+        if !self.fenced() {
+            return Ok(());
+        }
+        let node = self.node("unfence")?.clone();
+        // Someone may have started it (in recovery): stop it, then start it as a primary.
+        stop_immediate(&node.bindir, &node.data_dir, node.run_as.as_deref()).await?;
+        let signal = node.data_dir.join("standby.signal");
+        if signal.exists() {
+            std::fs::remove_file(&signal)
+                .map_err(|e| PlaneError::Failed(format!("removing standby.signal: {e}")))?;
+        }
+        self.pg_ctl(&node, "start").await?;
+        std::fs::remove_file(fence_marker(&node.data_dir))
+            .map_err(|e| PlaneError::Failed(format!("removing the fence marker: {e}")))
     }
 
     async fn demote(&self, epoch: u64, _target: &str) -> Result<Lsn, PlaneError> {
@@ -553,6 +683,16 @@ impl Database for PgDatabase {
         self.write_standby_signal(&node).await?;
         self.pg_ctl(&node, "start").await?;
         self.replayed_lsn().await
+    }
+
+    async fn arm(&self, epoch: u64, until_host_ms: i64) -> Result<(), PlaneError> {
+        match &self.cfg.watchdog {
+            Some(w) => w
+                .arm(epoch, until_host_ms)
+                .await
+                .map_err(PlaneError::Unavailable),
+            None => Ok(()),
+        }
     }
 
     async fn peer_replayed(&self) -> Result<Lsn, PlaneError> {
@@ -609,8 +749,10 @@ impl Database for PgDatabase {
         {
             return Ok(());
         }
-        // Stop if running (a crashed server: pg_rewind recovers it first).
+        // Stop if running (a crashed server: pg_rewind recovers it first, in single-user
+        // mode, which refuses to run with standby.signal present).
         let _ = self.pg_ctl(&node, "stop").await;
+        let _ = std::fs::remove_file(node.data_dir.join("standby.signal"));
         // PostgreSQL 15's pg_rewind reads the source's timeline from its control file, which a
         // promotion updates only at the next checkpoint.
         let src = Self::connect_to(&peer).await?;
@@ -647,7 +789,14 @@ impl Database for PgDatabase {
             .await
             .map_err(|e| PlaneError::Failed(format!("writing postgresql.auto.conf: {e}")))?;
         self.write_standby_signal(&node).await?;
-        self.pg_ctl(&node, "start").await
+        self.pg_ctl(&node, "start").await?;
+        // A standby of the peer now: no longer an old primary held fenced.
+        match std::fs::remove_file(fence_marker(&node.data_dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PlaneError::Failed(format!(
+                "removing the fence marker: {e}"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -188,10 +188,17 @@ impl Audit for Fake {
 
 impl StateStore for Fake {
     async fn load(&self) -> Result<Persisted, StoreError> {
-        Ok(self.0.lock().unwrap().stored.clone())
+        let s = self.0.lock().unwrap();
+        if s.fail == Some("store.load") || s.fail == Some("store") {
+            return Err(StoreError::Io(std::io::Error::other("store told to fail")));
+        }
+        Ok(s.stored.clone())
     }
     async fn save(&self, state: &Persisted) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
+        if s.fail == Some("store.save") || s.fail == Some("store") {
+            return Err(StoreError::Io(std::io::Error::other("store told to fail")));
+        }
         let step = state.operation.as_ref().map_or("-", |o| o.step.as_str());
         let epoch = state.operation.as_ref().map_or(0, |o| o.epoch);
         s.calls.push(format!("save:{step}@{epoch}"));
@@ -599,4 +606,129 @@ fn memory_forgets_the_grant_on_loss_or_release_and_marks_state_changes() {
     };
     assert!(m.absorb(&promote, &out, Mono(40)));
     assert_eq!(m.last_change, Some(Mono(40)));
+}
+
+/// Path 4 of issue 13: fencing never depends on persisting anything. Before the fix a store
+/// that could not be loaded (or saved) stopped the plan before Drain and Fence.
+#[tokio::test]
+async fn a_store_that_cannot_load_or_save_never_stops_the_fence() {
+    for broken in ["store.load", "store.save", "store"] {
+        let f = Fake::with_lease_held_by_a();
+        f.set(|s| s.fail = Some(broken));
+        let plan = decide::decide(&decide::sample(), Mono(18_000));
+        assert_eq!(plan.names()[..2], ["drain", "fence"]);
+        let out = executor(&f).run(&plan).await;
+        let calls = f.calls();
+        assert!(
+            calls.contains(&"routes.drain".to_owned()) && calls.contains(&"db.fence".to_owned()),
+            "{broken}: {calls:?}"
+        );
+        assert!(
+            matches!(
+                out.stopped,
+                Some(Stopped::Failed {
+                    error: ExecError::Store(_),
+                    ..
+                })
+            ),
+            "{broken}: the store failure is still reported: {:?}",
+            out.stopped
+        );
+    }
+}
+
+/// Without the store, steps that need a persisted operation do not run (a promotion would
+/// leave no record to resume from); renewing does.
+#[tokio::test]
+async fn without_the_store_only_fencing_and_renewing_run() {
+    let f = Fake::with_lease_held_by_a();
+    f.set(|s| s.fail = Some("store.load"));
+    let plan = Plan {
+        steps: vec![
+            Step::RenewLease { epoch: 1 },
+            Step::Promote { epoch: 1 },
+            Step::Fence { epoch: 1 },
+        ],
+        ..Plan::default()
+    };
+    executor(&f).run(&plan).await;
+    let calls = f.calls();
+    assert!(calls.contains(&"witness.renew".to_owned()), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("db.promote")),
+        "{calls:?}"
+    );
+    assert!(calls.contains(&"db.fence".to_owned()), "{calls:?}");
+}
+
+/// Path 5 of issue 13: a renew attempt never runs past the self-fence deadline. Before the
+/// fix a renew started just before the deadline could take `renew / 2` more, delaying the
+/// fence past the budget.
+#[tokio::test(start_paused = true)]
+async fn a_renew_never_runs_past_the_deadline() {
+    let f = Fake::with_lease_held_by_a();
+    let ex = executor(&f);
+    // A first grant at local 0 (deadline 18 s for ttl 30 / renew 10 / margin 2).
+    let out = ex
+        .run(&Plan {
+            steps: vec![Step::RenewLease { epoch: 1 }],
+            ..Plan::default()
+        })
+        .await;
+    assert!(out.stopped.is_none(), "{:?}", out.stopped);
+    // The witness stops answering; 17.9 s after the grant a renew starts.
+    f.set(|s| s.hang = Some("witness.renew"));
+    tokio::time::sleep(Duration::from_millis(17_900)).await;
+    let started = tokio::time::Instant::now();
+    let out = ex
+        .run(&Plan {
+            steps: vec![Step::RenewLease { epoch: 1 }],
+            ..Plan::default()
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_millis(100),
+        "the renew ran {took:?} past the deadline's 100 ms"
+    );
+    assert!(matches!(out.stopped, Some(Stopped::Stuck { .. })));
+    // Past the deadline no renew is even tried.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = f.calls().len();
+    ex.run(&Plan {
+        steps: vec![Step::RenewLease { epoch: 1 }],
+        ..Plan::default()
+    })
+    .await;
+    assert_eq!(
+        f.calls().len(),
+        before,
+        "no witness call after the deadline"
+    );
+}
+
+/// Path 5: the step timeouts are derived from the lease timing so that a fence that starts at
+/// the deadline ends inside the budget.
+#[test]
+fn drain_and_fence_timeouts_fit_the_fence_budget() {
+    for t in [
+        decide::Timing::standard(),
+        decide::Timing {
+            ttl_ms: 6_000,
+            renew_ms: 2_000,
+            margin_ms: 1_000,
+            hold_down_ms: 1_000,
+            max_drift: 0.05,
+        },
+    ] {
+        t.validate().unwrap();
+        let to = Timeouts::for_timing(&t);
+        let fence = to.of(&Step::Drain { epoch: 1 }) + to.of(&Step::Fence { epoch: 1 });
+        assert!(
+            fence.as_millis() as i64 <= t.fence_budget_ms(),
+            "{t:?}: drain + fence {fence:?} > budget {} ms",
+            t.fence_budget_ms()
+        );
+        assert!(to.of(&Step::WaitReplayed { lsn: Lsn(1) }).as_millis() as i64 <= t.renew_ms / 2);
+    }
 }
