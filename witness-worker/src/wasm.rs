@@ -148,7 +148,9 @@ impl DurableObject for LeaseObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let call: Call = req.json().await?;
+        // serde_json on the text, not `req.json()`: that goes through JavaScript numbers, which
+        // lose u64 precision above 2^53 (an epoch floor or generation would come out wrong).
+        let call: Call = serde_json::from_str(&req.text().await?).map_err(rust_err)?;
         let storage = self.state.storage();
         let now = Millis(Date::now().as_millis() as i64);
         match call {
