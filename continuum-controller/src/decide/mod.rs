@@ -609,8 +609,15 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         .lease
         .as_ref()
         .is_some_and(|l| l.state.holder == me && !me.is_empty());
+    // A lease never granted to anyone (epoch 0): nobody can have been superseded; the home
+    // primary takes it first (bootstrap).
+    let never_granted = o
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.state.epoch == 0 && l.state.holder.is_empty());
     if o.local.db == DbRole::Primary {
-        if own_last || mutation_on(Mutation::RetakeAnyFreeLease) {
+        let bootstrap = never_granted && o.spec.primary == me;
+        if own_last || bootstrap || mutation_on(Mutation::RetakeAnyFreeLease) {
             plan.steps.push(Step::AcquireLease);
         } else {
             let (holder, epoch) = o.lease.as_ref().map_or((String::new(), 0), |l| {
