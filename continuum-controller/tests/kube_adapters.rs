@@ -8,6 +8,7 @@
 
 mod kube_common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use continuum_controller::decide::{Lsn, OpKind, Operation};
@@ -26,13 +27,18 @@ fn rv(v: &Value) -> String {
         .to_owned()
 }
 
+/// CNPG's behaviour is played by a test actor (`kube_common::spawn_cnpg_sim`).
 #[tokio::test]
 async fn cnpg_fence_writes_the_fencing_and_epoch_annotations_idempotently_and_refuses_stale_epochs()
 {
     let api = start_api().await;
     let c = api.client().unwrap();
     create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
-    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu");
+    let _sim = spawn_cnpg_sim(c.clone(), "1");
+    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
+        .with_settle(Duration::from_secs(10), Duration::from_millis(20));
+    let ready = || async { ready_instances(&get(&clusters(&c), "pg-eu").await) == Some(1) };
+    eventually("CNPG reports the instance ready", ready).await;
 
     db.fence(3).await.unwrap();
     let v = get(&clusters(&c), "pg-eu").await;
@@ -71,6 +77,8 @@ async fn cnpg_fence_writes_the_fencing_and_epoch_annotations_idempotently_and_re
     assert_eq!(v["metadata"]["annotations"][FENCED_ANNOTATION], "[\"*\"]");
     assert_eq!(v["metadata"]["annotations"][EPOCH_ANNOTATION], "4");
     db.unfence(4).await.unwrap();
+    // CNPG settled (its status writes would take the injected failure below).
+    eventually("CNPG reports the instance ready again", ready).await;
 
     // An API failure surfaces (kube retries 503 itself; 500 reaches us) and the next write works.
     api.fail_next_writes("clusters", 1, 500);
@@ -78,6 +86,145 @@ async fn cnpg_fence_writes_the_fencing_and_epoch_annotations_idempotently_and_re
     db.fence(4).await.unwrap();
     let v = get(&clusters(&c), "pg-eu").await;
     assert_eq!(v["metadata"]["annotations"][FENCED_ANNOTATION], "[\"*\"]");
+}
+
+/// The instance's readiness as the Cluster status reports it.
+fn ready_instances(v: &Value) -> Option<i64> {
+    v.pointer("/status/readyInstances").and_then(Value::as_i64)
+}
+
+/// CNPG's behaviour is played by a test actor (`kube_common::spawn_cnpg_sim`): with no CNPG at
+/// all, or with a CNPG that reported the instance Ready and then stopped acting, the
+/// `cnpg.io/fencedInstances` annotation is stored but nothing stops the instance — the fence
+/// is not done. Bounded by the adapter's settle timeout it fails with the named state; bounded
+/// by a step timeout (what the executor does) it never completes (the executor reports
+/// `FenceStuck`).
+#[tokio::test]
+async fn cnpg_fence_is_not_done_while_cnpg_does_not_report_the_instances_stopped() {
+    let api = start_api().await;
+    let c = api.client().unwrap();
+    create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
+    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
+        .with_settle(Duration::from_millis(400), Duration::from_millis(20));
+
+    // 1. No CNPG operator ever ran: the Cluster has no status at all (no `readyInstances` is
+    // not "0 ready").
+    let r = tokio::time::timeout(Duration::from_secs(2), db.fence(3)).await;
+    let err = match r {
+        Ok(Err(e)) => e.to_string(),
+        other => panic!("fence completed without CNPG: {other:?}"),
+    };
+    assert!(err.contains("CnpgFenceNotObserved"), "{err}");
+    let v = get(&clusters(&c), "pg-eu").await;
+    assert_eq!(v["metadata"]["annotations"][FENCED_ANNOTATION], "[\"*\"]");
+    db.unfence(3).await.unwrap();
+
+    // 2. CNPG reported the instance Ready, then went away (absent operator).
+    let sim = spawn_cnpg_sim(c.clone(), "1");
+    eventually("CNPG reports the instance ready", || async {
+        ready_instances(&get(&clusters(&c), "pg-eu").await) == Some(1)
+    })
+    .await;
+    sim.absent.store(true, Ordering::SeqCst);
+    let r = tokio::time::timeout(Duration::from_millis(1500), db.fence(4)).await;
+    assert!(
+        !matches!(r, Ok(Ok(()))),
+        "fence completed with an absent CNPG operator: {r:?}"
+    );
+    let view = db.view().await.unwrap();
+    assert!(view.fenced && !view.fence_observed());
+    // The decision core is not told the database is fenced: the next round fences again.
+    assert!(!view.observation(None).read_only);
+    // Without a settle bound shorter than the step timeout, the step timeout fires first.
+    let slow = CnpgDatabase::new(c.clone(), NS, "pg-eu")
+        .with_settle(Duration::from_secs(30), Duration::from_millis(20));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), slow.fence(4))
+            .await
+            .is_err()
+    );
+}
+
+/// CNPG's behaviour is played by a test actor: once it reports the instance stopped
+/// (`readyInstances: 0`, the pod under `instancesStatus.replicating`), the fence is done and
+/// the Cluster reads as a fenced primary (not a database that is down).
+#[tokio::test]
+async fn cnpg_fence_completes_once_cnpg_reports_the_instances_stopped() {
+    let api = start_api().await;
+    let c = api.client().unwrap();
+    create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
+    let sim = spawn_cnpg_sim(c.clone(), "1");
+    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
+        .with_settle(Duration::from_secs(10), Duration::from_millis(20));
+    eventually("Cluster settled", || async { db.observe().await.is_ok() }).await;
+
+    // An absent operator first: not done; it comes back: done.
+    sim.absent.store(true, Ordering::SeqCst);
+    let fence = tokio::spawn({
+        let db = db.clone();
+        async move { db.fence(5).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fence.is_finished(), "fence done before CNPG acted");
+    sim.absent.store(false, Ordering::SeqCst);
+    fence.await.unwrap().unwrap();
+
+    let v = get(&clusters(&c), "pg-eu").await;
+    assert_eq!(ready_instances(&v), Some(0));
+    assert_eq!(
+        v["status"]["instancesStatus"]["replicating"],
+        json!(["pg-eu-1"])
+    );
+    let (view, obs) = db.observe().await.unwrap();
+    assert!(view.fence_observed());
+    assert_eq!(obs.role, continuum_controller::decide::DbRole::Primary);
+    assert!(obs.read_only);
+    // Idempotent: fencing a fenced Cluster is done at once and stores nothing new.
+    db.fence(5).await.unwrap();
+    assert_eq!(rv(&get(&clusters(&c), "pg-eu").await), rv(&v));
+
+    // Lifting the fence: CNPG restarts the instance, Ready again.
+    db.unfence(5).await.unwrap();
+    eventually("the instance is Ready again", || async {
+        ready_instances(&get(&clusters(&c), "pg-eu").await) == Some(1)
+    })
+    .await;
+    let (view, obs) = db.observe().await.unwrap();
+    assert!(!view.fenced && !obs.read_only);
+}
+
+/// CNPG's behaviour is played by a test actor that reports the instance stopped only 700 ms
+/// after the annotation appears (a slow operator / readiness probe): the fence waits for it.
+#[tokio::test]
+async fn cnpg_fence_waits_for_a_slow_cnpg_operator() {
+    let api = start_api().await;
+    let c = api.client().unwrap();
+    create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
+    let sim = spawn_cnpg_sim(c.clone(), "1");
+    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
+        .with_settle(Duration::from_secs(10), Duration::from_millis(20));
+    eventually("Cluster settled", || async { db.observe().await.is_ok() }).await;
+    sim.fence_delay_ms.store(700, Ordering::SeqCst);
+
+    let t = std::time::Instant::now();
+    db.fence(2).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "fence done after {:?}, before CNPG stopped the instance",
+        t.elapsed()
+    );
+    assert_eq!(ready_instances(&get(&clusters(&c), "pg-eu").await), Some(0));
+    // A step timeout shorter than the operator's delay: not done (the executor's FenceStuck).
+    db.unfence(2).await.unwrap();
+    eventually("the instance is Ready again", || async {
+        ready_instances(&get(&clusters(&c), "pg-eu").await) == Some(1)
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), db.fence(2))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

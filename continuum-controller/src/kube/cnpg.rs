@@ -10,8 +10,8 @@
 //! |------------|------------------------------------------------------------------|-----------|
 //! | `demote`   | `spec.replica.primary = <peer>` (or `enabled: true`)             | `status.demotionToken` is set; its `latestCheckpointREDOLocation` is the demotion LSN |
 //! | `promote`  | `spec.replica.primary = <self>` + `promotionToken` (planned) / without token (unplanned), or `enabled: false` | `status.currentPrimary == status.targetPrimary`, no switch in progress (and `lastPromotionToken` = the token) |
-//! | `fence`    | annotation `cnpg.io/fencedInstances: ["*"]`                      | patch stored |
-//! | `unfence`  | annotation removed                                               | patch stored |
+//! | `fence`    | annotation `cnpg.io/fencedInstances: ["*"]`                      | CNPG reports every instance stopped: `status.readyInstances` present and `0`, no pod under `status.instancesStatus.healthy` (the stored annotation alone is NOT a fence) |
+//! | `unfence`  | annotation removed                                               | patch stored (see below) |
 //! | `set_sync` | annotation `dr.openova.io/sync-suspended`, and `spec.postgresql.synchronous.dataDurability` `preferred`/`required` when the Cluster configures synchronous replication | patch stored |
 //! | `rebuild`  | `spec.replica.primary = <source's Cluster>` (or `enabled: true`) | the Cluster settled as a replica |
 //!
@@ -19,6 +19,49 @@
 //! (see [`super`]). The one exception to the refusal is `fence`: it only takes authority away,
 //! and a restarted controller (epoch unknown until it holds the lease again) must be able to
 //! fence itself.
+//!
+//! **A fence is observed, not assumed.** Storing `cnpg.io/fencedInstances` only asks CNPG to
+//! fence; with a slow or absent CNPG nothing stops. So `fence` stores the annotation and then
+//! polls the Cluster until CNPG reports every instance stopped, bounded by the executor's step
+//! timeout (`FenceStuck`) or the settle timeout (`CnpgFenceNotObserved`), whichever is shorter
+//! (with the derived timings, the step timeout); until then it is not done and
+//! [`ClusterView::observation`] does not report the database read-only, so the next round
+//! fences again. What CloudNativePG does, and why this is the signal:
+//! - CNPG docs, *Fencing* (`docs/src/fencing.md`, cloudnative-pg.io/documentation/current/fencing):
+//!   a fenced instance's postmaster is shut down (fast shutdown bounded by
+//!   `.spec.switchoverDelay`, then immediate); "the pod is kept alive" and "the pod isn't
+//!   marked as Ready". A fenced primary gets no failover: `currentPrimary` stays.
+//! - The shutdown is done by the instance manager inside each pod: its reconciler reads the
+//!   annotation (`InstanceReconciler.reconcileFencing` → `RequestFencingOn` →
+//!   `TryShuttingDownFastImmediate`, `internal/management/controller/instance_controller.go`),
+//!   and the pod's readiness probe then fails.
+//! - The operator rewrites `status.readyInstances` (the ready active pods:
+//!   `CountReadyPods(FilterActivePods(..))`; CRD: "equal to the number of ready instance pods")
+//!   and `status.instancesStatus` (`ListStatusPods`: `healthy` = Ready, `replicating` = active
+//!   but not Ready — where a fenced pod lands —, `failed`) on every reconcile
+//!   (`pkg/reconciler/persistentvolumeclaim` `EnrichStatus`). CNPG's own e2e fencing test
+//!   (`tests/e2e/fencing_test.go`) checks exactly that readiness: the `postgres` container
+//!   not Ready, and no `SELECT 1` possible.
+//! - Not used: `status.phase`/`conditions` (no fencing-specific phase or condition),
+//!   `status.instancesReportedState` (`isPrimary`, timeline, IP of the last reconcile: no
+//!   running flag), the Pods themselves (the controller's RBAC covers `clusters` only; the
+//!   Cluster status is CNPG's own aggregate of their readiness).
+//! - A status without `readyInstances` (CNPG never reconciled the Cluster) is not "0 ready".
+//!   The status is CNPG's snapshot: with an absent operator it keeps showing the instances
+//!   Ready, the fence is never observed and stays stuck (the safe side, even when the pods'
+//!   instance managers did stop PostgreSQL). A status that already showed 0 ready before the
+//!   annotation (nothing Ready at the last reconcile) completes the fence at once; a pod coming
+//!   back reads the annotation first ("if a fenced instance is deleted, the pod is re-created
+//!   normally, but the postmaster isn't started").
+//! - Latency: the pod turns un-Ready only after its readiness probe fails (`.spec.probes.readiness`,
+//!   period × failure threshold, seconds) and the operator's next reconcile: on a real cluster
+//!   this can exceed a fence step timeout derived from a short lease. Tune the probe, or accept
+//!   `FenceStuck` rounds until CNPG reports it (each round re-fences, idempotently).
+//!
+//! `unfence` is done once the annotation is removed: lifting a fence only gives availability
+//! back, and CNPG's restart plus readiness period would not fit the un-fence step timeout. The
+//! next round reads the result: the Cluster is writable again once CNPG reports the primary
+//! Ready (`role` is `Down` until then).
 //!
 //! **The demotion token crosses regions through peer access.** CNPG promotes a replica cluster
 //! that was given the old primary's demotion token only after it replayed WAL past the
@@ -39,7 +82,9 @@
 //! Named stuck states (in the error text, and as [`CnpgStuck`] for conditions):
 //! `CnpgDemotionTokenMissing` (spec says replica, no token after the settle timeout),
 //! `CnpgWalReceiverActive` (promotion with a token waiting because the WAL receiver still
-//! streams from the old primary), `CnpgPromotionNotSettled`, `CnpgPeerAccessMissing`.
+//! streams from the old primary), `CnpgPromotionNotSettled`, `CnpgPeerAccessMissing`,
+//! `CnpgFenceNotObserved` (fence annotation stored, CNPG has not reported the instances
+//! stopped after the settle timeout).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -83,6 +128,8 @@ pub enum CnpgStuck {
     PromotionNotSettled,
     /// A planned switchover needs the peer's demotion token and there is no peer access.
     PeerAccessMissing,
+    /// Fence requested, CNPG has not reported the instances stopped.
+    FenceNotObserved,
 }
 
 impl CnpgStuck {
@@ -93,6 +140,7 @@ impl CnpgStuck {
             CnpgStuck::WalReceiverActive => "CnpgWalReceiverActive",
             CnpgStuck::PromotionNotSettled => "CnpgPromotionNotSettled",
             CnpgStuck::PeerAccessMissing => "CnpgPeerAccessMissing",
+            CnpgStuck::FenceNotObserved => "CnpgFenceNotObserved",
         }
     }
 
@@ -124,6 +172,10 @@ pub struct ClusterView {
     pub target_primary: Option<String>,
     /// `status.readyInstances` (0 when absent).
     pub ready_instances: i64,
+    /// `status.readyInstances` is present (CNPG reported readiness at all).
+    pub ready_reported: bool,
+    /// `status.instancesStatus.healthy`: the pods CNPG last saw Ready.
+    pub healthy_instances: Vec<String>,
     /// `status.demotionToken`.
     pub demotion_token: Option<String>,
     /// `status.lastPromotionToken`.
@@ -179,6 +231,20 @@ impl ClusterView {
                 .pointer("/status/readyInstances")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
+            ready_reported: v
+                .pointer("/status/readyInstances")
+                .and_then(Value::as_i64)
+                .is_some(),
+            healthy_instances: v
+                .pointer("/status/instancesStatus/healthy")
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             demotion_token: s(v, "/status/demotionToken"),
             last_promotion_token: s(v, "/status/lastPromotionToken"),
             switching: v
@@ -231,11 +297,23 @@ impl ClusterView {
             && self.current_primary == self.target_primary
     }
 
-    /// The role: `Down` without a current primary or ready instances, `Standby` when the spec
-    /// says replica, `Primary` once settled as primary (a promotion in flight is still
-    /// `Standby`).
+    /// CNPG reports no instance Ready: `status.readyInstances` present and 0, and no pod under
+    /// `status.instancesStatus.healthy` (module docs: what a fenced instance looks like).
+    pub fn instances_stopped(&self) -> bool {
+        self.ready_reported && self.ready_instances == 0 && self.healthy_instances.is_empty()
+    }
+
+    /// The fence is in place: the annotation is stored AND CNPG reports the instances stopped.
+    pub fn fence_observed(&self) -> bool {
+        self.fenced && self.instances_stopped()
+    }
+
+    /// The role: `Down` without a current primary, or without ready instances unless they are
+    /// stopped by our fence (a fenced primary stays the primary: CNPG keeps `currentPrimary`
+    /// and does not fail over); `Standby` when the spec says replica, `Primary` once settled
+    /// as primary (a promotion in flight is still `Standby`).
     pub fn role(&self) -> DbRole {
-        if self.current_primary.is_none() || self.ready_instances < 1 {
+        if self.current_primary.is_none() || (self.ready_instances < 1 && !self.fence_observed()) {
             DbRole::Down
         } else if !self.spec_replica() && self.settled_primary() {
             DbRole::Primary
@@ -265,7 +343,7 @@ impl ClusterView {
         };
         DbObservation {
             role,
-            read_only: self.fenced,
+            read_only: self.fence_observed(),
             sync_names: if self.sync_suspended {
                 String::new()
             } else {
@@ -608,6 +686,21 @@ impl CnpgDatabase {
         done: impl Fn(&ClusterView) -> bool,
         stuck: CnpgStuck,
     ) -> Result<ClusterView, PlaneError> {
+        self.wait_for(done, |view| {
+            view.stuck().unwrap_or(stuck).error(&format!(
+                "Cluster {} not settled after {:?} (phase {:?}, reason {:?})",
+                self.name, self.settle, view.phase, view.phase_reason
+            ))
+        })
+        .await
+    }
+
+    /// Polls the Cluster until `done` holds; after the settle timeout, `stuck` names why not.
+    async fn wait_for(
+        &self,
+        done: impl Fn(&ClusterView) -> bool,
+        stuck: impl Fn(&ClusterView) -> PlaneError,
+    ) -> Result<ClusterView, PlaneError> {
         let until = tokio::time::Instant::now() + self.settle;
         loop {
             let view = self.view().await?;
@@ -615,11 +708,7 @@ impl CnpgDatabase {
                 return Ok(view);
             }
             if tokio::time::Instant::now() >= until {
-                let s = view.stuck().unwrap_or(stuck);
-                return Err(s.error(&format!(
-                    "Cluster {} not settled after {:?} (phase {:?}, reason {:?})",
-                    self.name, self.settle, view.phase, view.phase_reason
-                )));
+                return Err(stuck(&view));
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -675,11 +764,28 @@ impl Database for CnpgDatabase {
 
     /// Fencing only takes write authority away, so a lower epoch does not refuse it: a
     /// restarted controller knows no epoch until it holds the lease again and must still be
-    /// able to fence itself (the stored epoch annotation never goes down).
+    /// able to fence itself (the stored epoch annotation never goes down). Done only once CNPG
+    /// reports every instance stopped (module docs), never on the stored annotation alone.
     async fn fence(&self, epoch: u64) -> Result<(), PlaneError> {
         self.write_checked(epoch, false, "fencing", |v| fence_patch(epoch, v.epoch))
-            .await
-            .map(|_| ())
+            .await?;
+        self.wait_for(ClusterView::fence_observed, |view| {
+            CnpgStuck::FenceNotObserved.error(&format!(
+                "Cluster {}: fence annotation stored, CNPG has not reported the instances \
+                 stopped after {:?} (readyInstances {}, healthy {:?}; CNPG operator absent or \
+                 slow?)",
+                self.name,
+                self.settle,
+                if view.ready_reported {
+                    view.ready_instances.to_string()
+                } else {
+                    "not reported".to_owned()
+                },
+                view.healthy_instances
+            ))
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn unfence(&self, epoch: u64) -> Result<(), PlaneError> {
@@ -806,7 +912,8 @@ mod tests {
         c["metadata"]["annotations"][FENCED_ANNOTATION] = json!("[\"*\"]");
         let v = ClusterView::from_value(&c);
         assert!(v.fenced && !v.sync_suspended);
-        assert!(v.observation(None).read_only);
+        // The annotation alone is no fence: CNPG still reports the instance Ready.
+        assert!(!v.fence_observed() && !v.observation(None).read_only);
         c["metadata"]["annotations"][FENCED_ANNOTATION] = json!("[]");
         assert!(!ClusterView::from_value(&c).fenced);
         c["spec"]["postgresql"] =
@@ -824,6 +931,33 @@ mod tests {
             p["metadata"]["annotations"][SYNC_SUSPENDED_ANNOTATION],
             "true"
         );
+    }
+
+    #[test]
+    fn a_fence_is_observed_only_when_cnpg_reports_no_instance_ready() {
+        let mut c = cluster("pg-a", "pg-a");
+        c["metadata"]["annotations"][FENCED_ANNOTATION] = json!("[\"*\"]");
+        c["status"]["instancesStatus"] = json!({"healthy": ["pg-a-1"]});
+        assert!(!ClusterView::from_value(&c).fence_observed());
+        // Ready count down, but the pod still listed as healthy: not yet.
+        c["status"]["readyInstances"] = json!(0);
+        assert!(!ClusterView::from_value(&c).fence_observed());
+        // What CNPG writes for a fenced instance: not Ready, active (`replicating`).
+        c["status"]["instancesStatus"] = json!({"replicating": ["pg-a-1"]});
+        let v = ClusterView::from_value(&c);
+        assert!(v.fence_observed());
+        // A fenced primary is still the primary (CNPG keeps currentPrimary), read-only.
+        assert_eq!(v.role(), DbRole::Primary);
+        assert!(v.observation(None).read_only);
+        // Not fenced by us and nothing Ready: the database is down, not fenced.
+        c["metadata"]["annotations"][FENCED_ANNOTATION] = json!("[]");
+        assert_eq!(ClusterView::from_value(&c).role(), DbRole::Down);
+        // No status at all (CNPG never reconciled the Cluster) is not "0 ready".
+        let mut c = json!({"metadata": {"name": "pg-a", "annotations": {FENCED_ANNOTATION: "[\"*\"]"}},
+            "spec": {"replica": {"self": "pg-a", "primary": "pg-a"}}});
+        assert!(!ClusterView::from_value(&c).fence_observed());
+        c["status"] = json!({});
+        assert!(!ClusterView::from_value(&c).instances_stopped());
     }
 
     #[test]

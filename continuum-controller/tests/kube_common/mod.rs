@@ -1,9 +1,12 @@
 //! Shared helpers of the `kube_*` tests: testkit's in-memory Kubernetes API loaded with the real
 //! CNPG and Gateway API CRDs and OUR generated Continuum CRD (testkit's bundled
-//! `continuum.yaml` is upstream's), object builders, and a small simulation of the CNPG
-//! operator's status transitions (the in-memory API runs no controllers).
+//! `continuum.yaml` is upstream's), object builders, and a test actor that plays the CNPG
+//! operator: it writes the Cluster status CNPG would write (the in-memory API runs no
+//! controllers), with knobs for a stuck demotion, a dead region, a slow fence and an absent
+//! operator.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,20 +84,53 @@ pub fn route_obj(name: &str, regions: &[&str]) -> Value {
     })
 }
 
-/// Knobs of the simulated CNPG operator.
+/// Knobs of the test actor that plays the CNPG operator (and its instance managers).
 #[derive(Debug, Default)]
 pub struct CnpgSim {
     /// Do not produce demotion tokens (CNPG stuck).
     pub hold_demotion: AtomicBool,
     /// Stop reporting ready instances (the region's database is gone).
     pub down: AtomicBool,
+    /// CNPG is absent (operator not running, instance managers gone): nothing is written any
+    /// more, the Cluster status stays as it was last reported.
+    pub absent: AtomicBool,
+    /// How long after `cnpg.io/fencedInstances` names the instance CNPG reports it stopped, in
+    /// milliseconds (0: on the next pass). A slow operator / slow readiness probe.
+    pub fence_delay_ms: AtomicU64,
     lsn: AtomicU64,
 }
 
-/// Simulates the CNPG operator on every Cluster of `client`'s namespace: settles
+/// The bucket of `status.instancesStatus` CNPG files a pod under (`ListStatusPods`): `healthy`
+/// (Ready), `replicating` (active but not Ready: a fenced instance, postmaster stopped, pod kept
+/// running) or `failed` (not active).
+fn instance_bucket(ready: bool, down: bool) -> &'static str {
+    if down {
+        "failed"
+    } else if ready {
+        "healthy"
+    } else {
+        "replicating"
+    }
+}
+
+/// True when the Cluster's fencing annotation names `inst` (or `*`).
+fn fences(v: &Value, inst: &str) -> bool {
+    v.pointer("/metadata/annotations/cnpg.io~1fencedInstances")
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+        .is_some_and(|l| l.iter().any(|n| n == "*" || n == inst))
+}
+
+/// A test actor playing the CNPG operator on every Cluster of `client`'s namespace (the
+/// in-memory API runs no controllers). It writes the status CNPG would write: settles
 /// `currentPrimary`/`targetPrimary`, writes a new `status.demotionToken` (growing LSN) when a
 /// primary becomes a replica and `status.lastPromotionToken` when a replica is promoted (the
-/// last demotion token is left in place). Polls every 20 ms.
+/// last demotion token is left in place), and reports pod readiness the way CNPG aggregates it
+/// (`status.readyInstances`, `status.instancesStatus`). Fencing as CNPG does it: once the
+/// annotation names the instance (after [`CnpgSim::fence_delay_ms`]) its postmaster is stopped,
+/// the pod stays but is not Ready — `readyInstances: 0`, the pod under `replicating` — and
+/// `currentPrimary` is kept; the annotation removed, it is Ready again. With
+/// [`CnpgSim::absent`] it writes nothing. Polls every 20 ms.
 pub fn spawn_cnpg_sim(client: kube::Client, system_id: &'static str) -> Arc<CnpgSim> {
     let sim = Arc::new(CnpgSim {
         lsn: AtomicU64::new(0x3_0000_0000),
@@ -103,19 +139,41 @@ pub fn spawn_cnpg_sim(client: kube::Client, system_id: &'static str) -> Arc<Cnpg
     let s = sim.clone();
     tokio::spawn(async move {
         let api = clusters(&client);
+        // When each Cluster's fence annotation was first seen (the fence delay runs from there).
+        let mut fenced_since: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
+            if s.absent.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             if let Ok(list) = api.list(&Default::default()).await {
                 for o in list.items {
                     let v = serde_json::to_value(&o).unwrap_or_default();
                     let view = ClusterView::from_value(&v);
                     let inst = format!("{}-1", view.name);
+                    let stopped = if fences(&v, &inst) {
+                        let since = *fenced_since
+                            .entry(view.name.clone())
+                            .or_insert_with(tokio::time::Instant::now);
+                        since.elapsed()
+                            >= Duration::from_millis(s.fence_delay_ms.load(Ordering::SeqCst))
+                    } else {
+                        fenced_since.remove(&view.name);
+                        false
+                    };
+                    let down = s.down.load(Ordering::SeqCst);
+                    let ready = !down && !stopped;
+                    let bucket = instance_bucket(ready, down);
+                    let mut buckets = json!({"healthy": null, "replicating": null, "failed": null});
+                    buckets[bucket] = json!([inst]);
                     let was_primary = v
                         .pointer(&format!("/status/instancesReportedState/{inst}/isPrimary"))
                         .and_then(Value::as_bool);
                     let want_primary = !view.spec_replica();
                     let mut st = json!({
                         "currentPrimary": inst, "targetPrimary": inst,
-                        "readyInstances": if s.down.load(Ordering::SeqCst) { 0 } else { 1 },
+                        "readyInstances": i64::from(ready),
+                        "instancesStatus": buckets,
                         "phase": "Cluster in healthy state",
                         "instancesReportedState": {inst.clone(): {"isPrimary": want_primary}},
                     });
@@ -137,7 +195,12 @@ pub fn spawn_cnpg_sim(client: kube::Client, system_id: &'static str) -> Arc<Cnpg
                     }
                     let same = was_primary == Some(want_primary)
                         && v.pointer("/status/readyInstances").and_then(Value::as_i64)
-                            == st["readyInstances"].as_i64();
+                            == st["readyInstances"].as_i64()
+                        && v.pointer(&format!("/status/instancesStatus/{bucket}"))
+                            == Some(&json!([inst]))
+                        && v.pointer("/status/instancesStatus")
+                            .and_then(Value::as_object)
+                            .is_some_and(|m| m.len() == 1);
                     if same {
                         continue;
                     }
