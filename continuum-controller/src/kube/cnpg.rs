@@ -133,6 +133,15 @@ pub enum CnpgStuck {
 }
 
 impl CnpgStuck {
+    /// Every named state (for matching error texts, see [`CnpgStuck::name`]).
+    pub const ALL: [CnpgStuck; 5] = [
+        CnpgStuck::DemotionTokenMissing,
+        CnpgStuck::WalReceiverActive,
+        CnpgStuck::PromotionNotSettled,
+        CnpgStuck::PeerAccessMissing,
+        CnpgStuck::FenceNotObserved,
+    ];
+
     /// The condition name.
     pub fn name(self) -> &'static str {
         match self {
