@@ -497,11 +497,15 @@ where
                     Err(e) => Err(self.lease_err(e, out)),
                 }
             }
-            Step::ReleaseLease { epoch } => p
-                .witness
-                .release(&self.region, *epoch)
-                .await
-                .map_err(ExecError::Witness),
+            Step::ReleaseLease { epoch } => {
+                p.witness
+                    .release(&self.region, *epoch)
+                    .await
+                    .map_err(ExecError::Witness)?;
+                // Found by the drill: a released grant left the watchdog armed, and it fenced
+                // the demoted source (a standby) at the old deadline.
+                p.db.disarm(*epoch).await.map_err(plane)
+            }
             Step::Drain { epoch } => p.routes.drain(*epoch).await.map_err(plane),
             Step::Undrain { epoch } => p.routes.undrain(*epoch).await.map_err(plane),
             Step::Fence { epoch } => p.db.fence(*epoch).await.map_err(plane),

@@ -124,6 +124,12 @@ pub trait Database: Send + Sync {
         let _ = (epoch, until_host_ms);
         async { Ok(()) }
     }
+    /// Disarms the database's dead-man switch after this region RELEASED its lease (only a
+    /// demoted switchover source releases: its database is a standby then).
+    fn disarm(&self, epoch: u64) -> impl Future<Output = Result<(), PlaneError>> + Send {
+        let _ = epoch;
+        async { Ok(()) }
+    }
     /// Rebuilds the local database as a standby of `source` (pg_rewind, else re-clone).
     fn rebuild(
         &self,

@@ -15,7 +15,9 @@
 //! passes `untilMs` with no later arm, the watchdog runs the same fence as the controller
 //! (`adapters::postgres`: marker + `standby.signal` + `pg_ctl stop -m immediate`) and logs
 //! it. An arm never moves the deadline backwards for the same epoch, and a lower epoch is
-//! refused. `GET /state` shows the armed deadline; `/healthz` answers while it runs.
+//! refused. `POST /disarm {"epoch"}` clears the deadline after the controller RELEASED its
+//! lease (a switchover source, demoted first: its database is a standby). `GET /state` shows
+//! the armed deadline; `/healthz` answers while it runs.
 //!
 //! What it does not cover (SAFETY.md): the controller AND the watchdog paused together (the
 //! same host frozen: then the database is frozen too, unless it runs elsewhere); a watchdog
@@ -112,6 +114,37 @@ pub fn apply_arm(a: &mut Armed, b: &ArmBody) -> Result<(), String> {
     Ok(())
 }
 
+/// Applies a disarm (the controller released its lease after demoting: its database is a
+/// standby and the deadline no longer guards anything). A lower epoch than the armed one is
+/// refused, so a late disarm can never cancel a newer grant's deadline.
+pub fn apply_disarm(a: &mut Armed, epoch: u64) -> Result<(), String> {
+    if epoch < a.epoch {
+        return Err(format!("stale epoch {epoch}: {} already armed", a.epoch));
+    }
+    a.epoch = epoch;
+    a.until_ms = None;
+    Ok(())
+}
+
+/// `POST /disarm` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisarmBody {
+    /// Epoch of the released grant.
+    pub epoch: u64,
+}
+
+async fn disarm(State(s): State<Shared>, Json(b): Json<DisarmBody>) -> Response {
+    let r = apply_disarm(&mut lock(&s), b.epoch);
+    match r {
+        Ok(()) => {
+            s.wake.notify_one();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, e).into_response(),
+    }
+}
+
 async fn arm(State(s): State<Shared>, Json(b): Json<ArmBody>) -> Response {
     let r = apply_arm(&mut lock(&s), &b);
     match r {
@@ -139,6 +172,7 @@ pub async fn serve(listen: SocketAddr, cfg: WatchdogConfig) -> std::io::Result<(
         .route("/healthz", get(|| async { "ok" }))
         .route("/state", get(state))
         .route("/arm", post(arm))
+        .route("/disarm", post(disarm))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "database watchdog listening");
@@ -241,6 +275,22 @@ impl WatchdogClient {
                 r.status(),
                 r.text().await.unwrap_or_default()
             ))
+        }
+    }
+
+    /// Disarms the watchdog after a release.
+    pub async fn disarm(&self, epoch: u64) -> Result<(), String> {
+        let r = self
+            .http
+            .post(format!("{}/disarm", self.url))
+            .json(&DisarmBody { epoch })
+            .send()
+            .await
+            .map_err(|e| format!("watchdog {}: {e}", self.url))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("watchdog {}: {}", self.url, r.status()))
         }
     }
 

@@ -695,6 +695,13 @@ impl Database for PgDatabase {
         }
     }
 
+    async fn disarm(&self, epoch: u64) -> Result<(), PlaneError> {
+        match &self.cfg.watchdog {
+            Some(w) => w.disarm(epoch).await.map_err(PlaneError::Unavailable),
+            None => Ok(()),
+        }
+    }
+
     async fn peer_replayed(&self) -> Result<Lsn, PlaneError> {
         if let Some(peer) = &self.cfg.peer_conninfo {
             let c = Self::connect_to(peer).await?;
