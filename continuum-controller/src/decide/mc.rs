@@ -96,20 +96,29 @@ pub(crate) enum Knob {
     UnboundedSteps,
 }
 
-/// Which faults a configuration explores.
+/// Which faults a configuration explores, each as a region mask ([`A`], [`B`], [`BOTH`]; the
+/// link cut and the switchover request: any bit).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Faults {
-    crash_ctl: bool,
-    pause: bool,
-    crash_region: bool,
-    crash_wd: bool,
-    lose: bool,
-    dup: bool,
-    cut_witness: bool,
-    isolate: bool,
-    cut_link: bool,
-    store: bool,
-    switchover: bool,
+    crash_ctl: u8,
+    pause: u8,
+    crash_region: u8,
+    crash_wd: u8,
+    lose: u8,
+    dup: u8,
+    cut_witness: u8,
+    isolate: u8,
+    cut_link: u8,
+    store: u8,
+    switchover: u8,
+}
+
+const A: u8 = 1;
+const B: u8 = 2;
+const BOTH: u8 = 3;
+
+fn on(mask: u8, r: usize) -> bool {
+    mask & (1 << r) != 0
 }
 
 /// One model configuration.
@@ -117,6 +126,8 @@ pub(crate) struct Faults {
 pub(crate) struct Cfg {
     name: &'static str,
     horizon: i64,
+    /// Last time unit at which a fault may start (heals may come later).
+    window: i64,
     budget: u8,
     faults: Faults,
     /// Clock rates per mille, one init state per pair.
@@ -171,7 +182,10 @@ struct Plane {
     route_until: Option<i64>,
     /// Database watchdog: `None` = disarmed.
     wd_alive: bool,
+    wd_epoch: u64,
     wd_until: Option<i64>,
+    /// Fenced while a standby: an unfence ends its recovery (a new timeline).
+    was_standby: bool,
     /// Physical fence / drain in progress: completes at this t.
     fence_at: Option<i64>,
     drain_at: Option<i64>,
@@ -721,7 +735,9 @@ impl Mc {
             drained: !primary,
             route_until: None,
             wd_alive: self.cfg.watchdog,
+            wd_epoch: 0,
             wd_until: None,
+            was_standby: false,
             fence_at: None,
             drain_at: None,
         };
@@ -779,6 +795,7 @@ impl Mc {
         s.plane[0].route_until = Some(until);
         if s.plane[0].wd_alive {
             s.plane[0].wd_until = Some(until);
+            s.plane[0].wd_epoch = 1;
         }
         s
     }
@@ -1040,7 +1057,7 @@ impl Mc {
         let id = format!("{}-{}-{}", NAMES[r], s.t, s.ctl[r].sent_now);
         s.ctl[r].sent_now += 1;
         let req = req.request_id(id);
-        if self.cfg.faults.dup {
+        if self.cfg.faults.dup != 0 {
             s.net[r] = Some(req.clone());
         }
         let sent = s.mono(r);
@@ -1164,6 +1181,11 @@ impl Mc {
                     Self::stop(s, r, name, false, fencing);
                     return;
                 }
+                if s.plane[r].drained {
+                    // Already drained: nothing to wait for.
+                    Self::done(s, r, name);
+                    return;
+                }
                 let until = s.t + self.fence_units();
                 let p = &mut s.plane[r];
                 p.drain_at = Some(p.drain_at.map_or(until, |d| d.min(until)));
@@ -1196,9 +1218,22 @@ impl Mc {
                     Self::stop(s, r, name, false, false);
                     return;
                 }
+                if s.plane[r].was_standby {
+                    let pos = s.plane[r].pos;
+                    let tl = u8::try_from(s.tls.len()).expect("few timelines");
+                    s.tls.push(Tl {
+                        parent: pos.tl,
+                        start: pos.lsn,
+                        acked: pos.lsn,
+                        unreported: pos.lsn,
+                        covered: pos.lsn,
+                    });
+                    s.plane[r].pos = Pos { tl, lsn: pos.lsn };
+                }
                 let p = &mut s.plane[r];
                 p.role = Role::Primary;
                 p.ro = false;
+                p.was_standby = false;
                 p.fence_at = None;
                 Self::done(s, r, name);
             }
@@ -1271,6 +1306,7 @@ impl Mc {
                 let p = &mut s.plane[r];
                 p.role = Role::Standby;
                 p.ro = false;
+                p.was_standby = false;
                 p.pos = pos;
                 p.sync_on = false;
                 p.fence_at = None;
@@ -1387,9 +1423,16 @@ impl Mc {
             received_at: now,
         };
         if req.op == LeaseOp::Release {
+            let epoch = epoch_of(step).unwrap_or(0);
+            let p = &mut s.plane[r];
+            let disarmed = !self.cfg.watchdog || (p.wd_alive && p.up && epoch >= p.wd_epoch);
+            if disarmed && p.wd_alive {
+                p.wd_until = None;
+                p.wd_epoch = epoch;
+            }
             match answer {
-                Ok(_) => Self::done(s, r, name),
-                Err(_) => Self::stop(s, r, name, false, false),
+                Ok(_) if disarmed => Self::done(s, r, name),
+                _ => Self::stop(s, r, name, false, false),
             }
             return;
         }
@@ -1414,11 +1457,25 @@ impl Mc {
                     run.renewed = Some(grant);
                 }
                 let p = &mut s.plane[r];
+                let epoch = grant.epoch;
                 if p.up {
                     p.route_until = Some(until);
-                    if p.wd_alive {
-                        p.wd_until = Some(until);
-                    }
+                }
+                // The watchdog's arm: a lower epoch is refused, the same one never moves back;
+                // a crashed watchdog fails the step (the grant is recorded all the same).
+                let armed = if !self.cfg.watchdog {
+                    true
+                } else if p.wd_alive && p.up && epoch >= p.wd_epoch {
+                    let keep = p.wd_until.filter(|_| epoch == p.wd_epoch);
+                    p.wd_until = Some(keep.map_or(until, |u| u.max(until)));
+                    p.wd_epoch = epoch;
+                    true
+                } else {
+                    false
+                };
+                if !armed {
+                    Self::stop(s, r, name, false, false);
+                    return;
                 }
                 if matches!(step, Step::SuspendSync { .. }) {
                     s.ctl[r].report = req.report.clone();
@@ -1543,20 +1600,23 @@ impl Mc {
             }
             if p.fence_at.is_some_and(|f| f <= s.t) {
                 p.fence_at = None;
-                if p.role == Role::Primary {
-                    if self.knob(Knob::SessionFence) {
-                        p.ro = true;
-                    } else {
+                match p.role {
+                    Role::Primary if self.knob(Knob::SessionFence) => p.ro = true,
+                    Role::Primary => p.role = Role::Fenced,
+                    // The same fence stops a standby (marker + standby.signal).
+                    Role::Standby if !self.knob(Knob::SessionFence) => {
                         p.role = Role::Fenced;
+                        p.was_standby = true;
                     }
+                    _ => {}
                 }
             }
-            // The database watchdog.
+            // The database watchdog: fences once its armed deadline passed.
             let fire = p.wd_alive
-                && p.role == Role::Primary
+                && p.role != Role::Fenced
                 && !p.ro
                 && p.fence_at.is_none()
-                && p.wd_until.is_none_or(|u| mono >= u);
+                && p.wd_until.is_some_and(|u| mono >= u);
             if fire {
                 let _ = self.begin_fence(s, r);
             }
@@ -1656,7 +1716,8 @@ impl Model for Mc {
                     out.push(Action::Reply(r));
                 }
             }
-            if running && f.lose && s.budget > 0 && Self::next_is_call(s, r) {
+            let budget = s.budget > 0 && s.t <= self.cfg.window;
+            if running && on(f.lose, r) && budget && Self::next_is_call(s, r) {
                 for fate in [
                     Fate::LoseRequest,
                     Fate::LoseReply,
@@ -1672,48 +1733,48 @@ impl Model for Mc {
         }
         // Faults: a controller or region crash or a pause lands on any step boundary of a
         // busy controller; the other faults (and every heal) between time units.
-        let budget = s.budget > 0;
+        let budget = s.budget > 0 && s.t <= self.cfg.window;
         let quiet = !self.urgent(s);
         for r in 0..2 {
             let p = &s.plane[r];
             let c = &s.ctl[r];
             let busy = p.up && c.paused_until <= s.t && (c.run.is_some() || c.wake <= s.t);
-            if budget && f.crash_ctl && busy {
+            if budget && on(f.crash_ctl, r) && busy {
                 out.push(Action::CrashCtl(r));
             }
             let wd_ok = p.wd_alive || !self.cfg.watchdog;
-            if budget && f.pause && busy && wd_ok {
+            if budget && on(f.pause, r) && busy && wd_ok {
                 out.push(Action::Pause(r));
             }
-            if budget && f.crash_region && p.up && (busy || quiet) {
+            if budget && on(f.crash_region, r) && p.up && (busy || quiet) {
                 out.push(Action::CrashRegion(r));
             }
             if !quiet {
                 continue;
             }
-            if budget && f.dup && s.net[r].is_some() && s.reachable(r) {
+            if budget && on(f.dup, r) && s.net[r].is_some() && s.reachable(r) {
                 out.push(Action::Duplicate(r));
             }
             if !p.up {
                 out.push(Action::RestartRegion(r));
             }
-            if budget && f.crash_wd && p.up && p.wd_alive && c.paused_until <= s.t {
+            if budget && on(f.crash_wd, r) && p.up && p.wd_alive && c.paused_until <= s.t {
                 out.push(Action::CrashWatchdog(r));
             }
-            if f.cut_witness && (s.cut_w[r] || budget) {
+            if on(f.cut_witness, r) && (s.cut_w[r] || budget) {
                 out.push(Action::CutWitness(r, !s.cut_w[r]));
             }
-            if f.isolate && (s.iso[r] || budget) && !s.iso[1 - r] {
+            if on(f.isolate, r) && (s.iso[r] || budget) && !s.iso[1 - r] {
                 out.push(Action::Isolate(r, !s.iso[r]));
             }
-            if f.store && (!s.store_up[r] || budget) {
+            if on(f.store, r) && (!s.store_up[r] || budget) {
                 out.push(Action::StoreDown(r, s.store_up[r]));
             }
         }
-        if quiet && f.cut_link && (s.cut_link || budget) {
+        if quiet && f.cut_link != 0 && (s.cut_link || budget) {
             out.push(Action::CutLink(!s.cut_link));
         }
-        if quiet && f.switchover && !s.switchover {
+        if quiet && f.switchover != 0 && !s.switchover {
             out.push(Action::Switchover);
         }
     }
@@ -1802,6 +1863,7 @@ impl Model for Mc {
                 p.route_until = None;
                 p.wd_alive = wd;
                 p.wd_until = None;
+                p.wd_epoch = 0;
                 s.ctl[r].wake = s.t;
             }
             Action::CrashWatchdog(r) => {
@@ -2053,6 +2115,7 @@ fn cfg(name: &'static str, faults: Faults) -> Cfg {
     Cfg {
         name,
         horizon: 30,
+        window: 30,
         budget: 1,
         faults,
         rates: extreme_rates(),
@@ -2064,13 +2127,14 @@ fn cfg(name: &'static str, faults: Faults) -> Cfg {
     }
 }
 
-/// Region crashes, restarts and every network fate of witness calls.
+/// Region crashes, restarts, every network fate of witness calls, duplicated requests.
 fn crash_and_net() -> Cfg {
     cfg(
         "crash+net",
         Faults {
-            crash_region: true,
-            lose: true,
+            crash_region: BOTH,
+            lose: BOTH,
+            dup: BOTH,
             ..Faults::default()
         },
     )
@@ -2081,25 +2145,29 @@ fn isolation() -> Cfg {
     cfg(
         "isolation",
         Faults {
-            isolate: true,
-            cut_witness: true,
-            crash_ctl: true,
+            isolate: BOTH,
+            cut_witness: BOTH,
+            crash_ctl: BOTH,
+            crash_wd: BOTH,
             ..Faults::default()
         },
     )
 }
 
-/// The controller's own fencing, with no database watchdog at all (it is not paused): every
-/// path that fences must work by itself.
+/// The controller's own fencing with no database watchdog at all (the controller is never
+/// paused): a crash-restart, an outage of its operation store, its isolation, two at a time.
 fn controller_only() -> Cfg {
     Cfg {
         watchdog: false,
+        budget: 2,
+        horizon: 24,
+        window: 8,
         ..cfg(
             "controller-only",
             Faults {
-                isolate: true,
-                crash_ctl: true,
-                store: true,
+                isolate: A,
+                crash_ctl: A,
+                store: A,
                 ..Faults::default()
             },
         )
@@ -2114,54 +2182,72 @@ fn switchover() -> Cfg {
         ..cfg(
             "switchover",
             Faults {
-                switchover: true,
-                crash_ctl: true,
+                switchover: BOTH,
+                crash_ctl: BOTH,
                 ..Faults::default()
             },
         )
     }
 }
 
-/// A paused controller (SIGSTOP past the TTL) while the peer takes over.
+/// A paused controller (SIGSTOP past the TTL) on an isolated primary.
 fn pause() -> Cfg {
-    cfg(
-        "pause",
-        Faults {
-            pause: true,
-            isolate: true,
-            ..Faults::default()
-        },
-    )
+    Cfg {
+        budget: 2,
+        horizon: 24,
+        window: 8,
+        ..cfg(
+            "pause",
+            Faults {
+                pause: A,
+                isolate: A,
+                ..Faults::default()
+            },
+        )
+    }
 }
 
 /// Asynchronous loss: the link cut, then the primary's region lost.
 fn async_loss() -> Cfg {
-    cfg(
-        "async-loss",
-        Faults {
-            cut_link: true,
-            crash_region: true,
-            ..Faults::default()
-        },
-    )
-}
-
-/// A superseded old primary coming back while the new one lost its lease.
-fn superseded(durability: Durability) -> Cfg {
     Cfg {
-        durability,
+        budget: 2,
+        horizon: 24,
+        window: 8,
         ..cfg(
-            "superseded",
+            "async-loss",
             Faults {
-                crash_region: true,
-                isolate: true,
+                cut_link: BOTH,
+                crash_region: A,
                 ..Faults::default()
             },
         )
     }
 }
 
-/// The bounded configurations: each explores one family of faults exhaustively.
+/// The old primary dies, the peer takes over and is then isolated: the superseded old
+/// primary comes back while the new one's lease lapses.
+fn superseded(durability: Durability) -> Cfg {
+    Cfg {
+        durability,
+        budget: 2,
+        horizon: 44,
+        window: 24,
+        ..cfg(
+            if durability == Durability::Strict {
+                "superseded-strict"
+            } else {
+                "superseded"
+            },
+            Faults {
+                crash_region: A,
+                isolate: B,
+                ..Faults::default()
+            },
+        )
+    }
+}
+
+/// The bounded configurations (CI): each explores one family of faults exhaustively.
 fn bounded() -> Vec<Cfg> {
     vec![
         crash_and_net(),
@@ -2169,10 +2255,23 @@ fn bounded() -> Vec<Cfg> {
         controller_only(),
         switchover(),
         pause(),
-        async_loss(),
-        superseded(Durability::Default),
-        superseded(Durability::Strict),
     ]
+}
+
+/// The long configurations (on demand): the bounded ones with every clock-rate pair, and the
+/// families whose runs are long (asynchronous loss, a superseded old primary coming back).
+fn long() -> Vec<Cfg> {
+    let mut v: Vec<Cfg> = bounded()
+        .into_iter()
+        .map(|c| Cfg {
+            rates: all_rates(),
+            ..c
+        })
+        .collect();
+    v.push(async_loss());
+    v.push(superseded(Durability::Default));
+    v.push(superseded(Durability::Strict));
+    v
 }
 
 #[test]
@@ -2203,21 +2302,11 @@ fn mc_bounded() {
     run_all(bounded());
 }
 
-/// On demand: every clock-rate pair, three faults per run, a longer horizon.
+/// On demand (`cargo test -p continuum-controller --release -- --ignored mc_long`).
 #[test]
 #[ignore]
 fn mc_long() {
-    run_all(
-        bounded()
-            .into_iter()
-            .map(|c| Cfg {
-                horizon: 40,
-                budget: 3,
-                rates: all_rates(),
-                ..c
-            })
-            .collect(),
-    );
+    run_all(long());
 }
 
 /// The checker must find a counterexample once `cfg`'s mechanism is removed.

@@ -148,12 +148,19 @@ impl Region {
         Mono(self.offset + (self.rate * t as f64) as i64)
     }
 
-    fn authority(&self, t: i64) -> bool {
-        self.up
-            && self.db == DbRole::Primary
-            && !self.read_only
-            && !self.drained
-            && self.mono(t) < self.watchdog_until
+    /// Write authority is about the DATABASE only: any client that reaches a running, unfenced
+    /// primary gets its commits acknowledged, whatever the route says. (The route's dead-man
+    /// switch is no fence: it once counted here and hid every missing fence.)
+    fn authority(&self, _t: i64) -> bool {
+        self.up && self.db == DbRole::Primary && !self.read_only
+    }
+
+    /// The database watchdog (a process apart from the controller, armed to `sent + deadline`
+    /// on every grant): fences the database once the host clock passes it without a re-arm.
+    fn watchdog(&mut self, t: i64) {
+        if self.up && self.db == DbRole::Primary && self.mono(t) >= self.watchdog_until {
+            self.read_only = true;
+        }
     }
 
     fn forget(&mut self) {
@@ -494,7 +501,17 @@ impl World {
                 crash_after,
                 lose_reply,
             } => self.tick(r, crash_after, lose_reply)?,
-            Ev::Advance(ms) => self.t += i64::from(ms),
+            Ev::Advance(ms) => {
+                // The watchdogs fire at the instant their deadline passes.
+                let until = self.t + i64::from(ms);
+                while self.t < until {
+                    self.t = (self.t + 50).min(until);
+                    for r in &mut self.r {
+                        r.watchdog(self.t);
+                    }
+                    self.check()?;
+                }
+            }
             Ev::CutWitness(r, c) => self.cut_w[r] = c,
             Ev::CutRegions(c) => self.cut_ab = c,
             Ev::WitnessDown(d) => self.witness_up = !d,
@@ -508,9 +525,13 @@ impl World {
                 let me = &mut self.r[r];
                 if !me.up {
                     me.up = true;
-                    // The route front fails closed: it starts drained with no dead-man time.
+                    // The route front fails closed: it starts drained with no dead-man time;
+                    // the database boots fenced (marker + standby.signal) until re-granted.
                     me.drained = true;
                     me.watchdog_until = Mono(i64::MIN);
+                    if me.db == DbRole::Primary {
+                        me.read_only = true;
+                    }
                 }
             }
             Ev::Flap(v, f) => self.flap[v] = f,
@@ -541,6 +562,9 @@ impl World {
         }
         for _ in 0..200 {
             self.t += 250;
+            for r in &mut self.r {
+                r.watchdog(self.t);
+            }
             for i in 0..2 {
                 self.tick(i, None, false)?;
             }
