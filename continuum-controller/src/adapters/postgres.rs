@@ -171,8 +171,9 @@ pub async fn stop_immediate(
 /// One reading of the local database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DbObservation {
-    /// Primary or standby (never `Down`: an unreachable server is an error). A fenced server
-    /// (marker present) is an old primary held fenced: `Primary` with `read_only`.
+    /// Primary or standby (`Down` only for a fenced server that is stopped: an unreachable
+    /// server is an error). A fenced server (marker present) is an old primary held fenced:
+    /// `read_only`, and `Primary` while someone runs it in recovery.
     pub role: DbRole,
     /// Fenced: the fence marker exists (the server is stopped or in recovery by our fence).
     pub read_only: bool,
@@ -275,8 +276,11 @@ impl PgDatabase {
         if self.fenced() {
             let mut obs = match self.observe_running().await {
                 Ok(o) => o,
+                // Fenced and stopped: `Down` (nothing runs: the holder does not renew on it)
+                // but `read_only` (held fenced: it is rebuilt from a peer that holds the
+                // lease, or un-fenced by this region's own grant).
                 Err(_) => DbObservation {
-                    role: DbRole::Primary,
+                    role: DbRole::Down,
                     read_only: true,
                     sync_names: String::new(),
                     peer_sync_state: None,
@@ -288,7 +292,9 @@ impl PgDatabase {
                     streaming: false,
                 },
             };
-            obs.role = DbRole::Primary;
+            if obs.role != DbRole::Down {
+                obs.role = DbRole::Primary;
+            }
             obs.read_only = true;
             obs.streaming = false;
             return Ok(obs);

@@ -669,7 +669,9 @@ impl Mc {
                 let streaming = live && s.streaming(r, peer);
                 let caught_up = streaming && s.plane[peer].pos == p.pos;
                 DbObservation {
-                    role: DbRole::Primary,
+                    // The real observe path: a fenced (stopped) server reads as `Down` +
+                    // `read_only` (adapters::postgres::PgDatabase::observe).
+                    role: if live { DbRole::Primary } else { DbRole::Down },
                     read_only: !live || p.ro,
                     sync_names: if p.sync_on {
                         "FIRST 1 (\"peer\")".into()

@@ -174,9 +174,9 @@ pub fn decide(o: &Observed, now: Mono) -> Plan {
         return plan;
     }
 
-    // 5. Authoritative primary converges.
+    // 5. Authoritative primary converges (a fenced, stopped one is un-fenced: started).
     if let Some(r) = authority
-        && o.local.db == DbRole::Primary
+        && (o.local.db == DbRole::Primary || fenced_down(o))
     {
         primary_steps(o, r.epoch, &peer, now, &mut plan);
         return plan;
@@ -192,8 +192,19 @@ pub fn decide(o: &Observed, now: Mono) -> Plan {
 /// saw runs out (+5 ms), so neither a renew nor an acquisition waits for a whole tick.
 pub fn wake_in_ms(o: &Observed, now: Mono, max_ms: i64) -> i64 {
     let mut ms = max_ms;
+    let exposed = o.local.db == DbRole::Primary && (!o.local.read_only || !o.local.drained);
     if let Some(r) = authority(o, now) {
-        ms = ms.min(o.spec.timing.renew_ms - now.since(r.sent_at));
+        // The renew, and at the latest the deadline (a renew that failed must not leave the
+        // fence waiting for a whole tick).
+        let t = o.spec.timing;
+        ms = ms
+            .min(t.renew_ms - now.since(r.sent_at))
+            .min(t.deadline_ms() - now.since(r.sent_at));
+    } else if exposed {
+        // A writable surface without authority: decide again at once (it fences). Found by
+        // the model checker: after a renew capped at the deadline failed, the runner slept a
+        // whole tick before fencing, beyond the fence budget's slack.
+        return 5;
     } else if let Some(l) = &o.lease {
         let left = l.remaining_ms(now);
         if left > 0 {
@@ -201,6 +212,25 @@ pub fn wake_in_ms(o: &Observed, now: Mono, max_ms: i64) -> i64 {
         }
     }
     ms.max(5)
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+
+    #[test]
+    fn an_exposed_primary_without_authority_decides_again_at_once() {
+        let o = sample();
+        // Past the deadline (18 s after the renew at 0): no authority, still writable.
+        assert_eq!(wake_in_ms(&o, Mono(18_001), 1_000), 5);
+        // With authority: the renew (10 s) comes first; the deadline bounds it anyway.
+        assert_eq!(wake_in_ms(&o, Mono(9_000), 100_000), 1_000);
+        assert_eq!(
+            wake_in_ms(&o, Mono(17_500), 100_000),
+            5,
+            "renew overdue: at once"
+        );
+    }
 }
 
 /// How many completed request ids a region remembers.
@@ -255,6 +285,11 @@ fn op(kind: OpKind, id: String, epoch: u64, target: Option<String>) -> Operation
         lsn: None,
         target,
     }
+}
+
+/// The local database is held fenced and is not running (fence marker, server stopped).
+fn fenced_down(o: &Observed) -> bool {
+    o.local.db == DbRole::Down && o.local.read_only
 }
 
 fn held_down(o: &Observed, now: Mono) -> bool {
@@ -546,8 +581,9 @@ fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Pla
 fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, plan: &mut Plan) {
     let me = o.region.as_str();
     let peer_epoch = o.lease.as_ref().map_or(0, |l| l.state.epoch);
-    // Rebuild: a diverged database, or an old primary (fenced) while the peer holds the lease.
-    let diverged = o.replication.needs_rebuild || o.local.db == DbRole::Primary;
+    // Rebuild: a diverged database, or an old primary (fenced, running or stopped) while the
+    // peer holds the lease.
+    let diverged = o.replication.needs_rebuild || o.local.db == DbRole::Primary || fenced_down(o);
     if diverged && peer_holds {
         cond(
             plan,
@@ -588,6 +624,20 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
     let free = o.lease.as_ref().is_some_and(|l| l.remaining_ms(now) == 0);
     // A restarted controller (no grant of its own yet) may take back its own unexpired lease.
     let own_unexpired = o.renewed.is_none() && o.lease.as_ref().is_some_and(|l| l.held_by(me, now));
+    // A fenced, stopped database (its server crashed, or our fence stopped it) re-takes only
+    // its own lease, and an expired one only a hold-down after expiry: the peer, if it can
+    // take over, goes first (found by the drill: a database crash under a live controller
+    // otherwise raced the peer's failover and restarted the crashed server).
+    if fenced_down(o) && !o.replication.needs_rebuild {
+        let own = o.lease.as_ref().is_some_and(|l| l.state.holder == me);
+        let expired_for = o.lease.as_ref().map_or(0, |l| {
+            now.since(l.received_at) - l.state.remaining_ms(l.witness_now)
+        });
+        if own && (own_unexpired || expired_for >= o.spec.timing.hold_down_ms) {
+            plan.steps.push(Step::AcquireLease);
+        }
+        return;
+    }
     if !(free || own_unexpired) || o.local.db == DbRole::Down {
         return;
     }
