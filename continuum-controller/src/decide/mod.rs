@@ -633,7 +633,11 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         let expired_for = o.lease.as_ref().map_or(0, |l| {
             now.since(l.received_at) - l.state.remaining_ms(l.witness_now)
         });
-        if own && (own_unexpired || expired_for >= o.spec.timing.hold_down_ms) {
+        // A lease never granted (epoch 0): the home primary takes it first (bootstrap).
+        let bootstrap = o.lease.as_ref().is_some_and(|l| {
+            l.state.epoch == 0 && l.state.holder.is_empty() && o.spec.primary == me
+        });
+        if bootstrap || (own && (own_unexpired || expired_for >= o.spec.timing.hold_down_ms)) {
             plan.steps.push(Step::AcquireLease);
         }
         return;

@@ -943,3 +943,32 @@ fn path5_timings_whose_worst_case_fence_misses_the_ttl_are_refused() {
         Err(TimingError::NoFenceBudget { budget_ms: 947 })
     ));
 }
+
+#[test]
+fn a_fenced_stopped_database_does_not_renew_and_retakes_only_its_own_lease_after_the_peer() {
+    // The home primary's server is fenced and stopped (Down + read_only).
+    let mut o = sample();
+    o.local.db = DbRole::Down;
+    o.local.read_only = true;
+    o.local.drained = true;
+    // With authority: no renew on a stopped server; it is un-fenced (started).
+    let plan = decide(&o, Mono(10_000));
+    assert!(!plan.has("renew-lease"), "{:?}", plan.names());
+    assert!(plan.has("unfence"), "{:?}", plan.names());
+    // Its own lease expired (at 30 s): the peer goes first for a hold-down (5 s).
+    o.renewed = None;
+    assert!(!decide(&o, Mono(32_000)).has("acquire-lease"));
+    assert_eq!(decide(&o, Mono(35_100)).names(), ["acquire-lease"]);
+    // Someone else's last grant: never.
+    if let Some(l) = o.lease.as_mut() {
+        l.state.holder = "b".into();
+        l.state.epoch = 2;
+    }
+    assert!(!decide(&o, Mono(60_000)).has("acquire-lease"));
+    // A never-granted lease: the home primary bootstraps.
+    if let Some(l) = o.lease.as_mut() {
+        l.state.holder = String::new();
+        l.state.epoch = 0;
+    }
+    assert_eq!(decide(&o, Mono(60_000)).names(), ["acquire-lease"]);
+}
