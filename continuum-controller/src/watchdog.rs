@@ -357,10 +357,10 @@ mod tests {
         assert_eq!((a.epoch, a.until_ms), (3, Some(40)));
     }
 
-    #[test]
-    fn host_clock_is_boot_time_and_advances() {
+    #[tokio::test]
+    async fn host_clock_is_boot_time_and_advances() {
         let a = host_ms();
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(host_ms() >= a + 5 && a > 0);
     }
 }

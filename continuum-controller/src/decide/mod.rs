@@ -214,25 +214,6 @@ pub fn wake_in_ms(o: &Observed, now: Mono, max_ms: i64) -> i64 {
     ms.max(5)
 }
 
-#[cfg(test)]
-mod wake_tests {
-    use super::*;
-
-    #[test]
-    fn an_exposed_primary_without_authority_decides_again_at_once() {
-        let o = sample();
-        // Past the deadline (18 s after the renew at 0): no authority, still writable.
-        assert_eq!(wake_in_ms(&o, Mono(18_001), 1_000), 5);
-        // With authority: the renew (10 s) comes first; the deadline bounds it anyway.
-        assert_eq!(wake_in_ms(&o, Mono(9_000), 100_000), 1_000);
-        assert_eq!(
-            wake_in_ms(&o, Mono(17_500), 100_000),
-            5,
-            "renew overdue: at once"
-        );
-    }
-}
-
 /// How many completed request ids a region remembers.
 pub const COMPLETED_MEMORY: usize = 16;
 
@@ -797,5 +778,24 @@ pub fn sample() -> Observed {
         operation: None,
         completed: Vec::new(),
         last_change: None,
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+
+    #[test]
+    fn an_exposed_primary_without_authority_decides_again_at_once() {
+        let o = sample();
+        // Past the deadline (18 s after the renew at 0): no authority, still writable.
+        assert_eq!(wake_in_ms(&o, Mono(18_001), 1_000), 5);
+        // With authority: the renew (10 s) comes first; the deadline bounds it anyway.
+        assert_eq!(wake_in_ms(&o, Mono(9_000), 100_000), 1_000);
+        assert_eq!(
+            wake_in_ms(&o, Mono(17_500), 100_000),
+            5,
+            "renew overdue: at once"
+        );
     }
 }
