@@ -362,14 +362,19 @@ impl Lab {
         self.write_config()
     }
 
-    /// Starts region `r`'s database watchdog process.
-    pub fn spawn_watchdog(&mut self, r: &str) -> Result<(), LabError> {
+    /// Region `r`'s log file `name` in its state directory, opened for appending.
+    fn region_log(&self, r: &str, name: &str) -> Result<std::fs::File, LabError> {
         let state = self.opts.dir.join(r);
         std::fs::create_dir_all(&state)?;
-        let log = std::fs::OpenOptions::new()
+        Ok(std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(state.join("watchdog.log"))?;
+            .open(state.join(name))?)
+    }
+
+    /// Starts region `r`'s database watchdog process.
+    pub fn spawn_watchdog(&mut self, r: &str) -> Result<(), LabError> {
+        let log = self.region_log(r, "watchdog.log")?;
         let Some((addr, _)) = self.watchdogs.get(r).map(|(a, c)| (*a, c.is_some())) else {
             return Ok(());
         };
@@ -413,11 +418,7 @@ impl Lab {
     /// Starts region `r`'s controller process.
     pub fn spawn_controller(&mut self, r: &str) -> Result<(), LabError> {
         let state = self.opts.dir.join(r);
-        std::fs::create_dir_all(&state)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(state.join("controller.log"))?;
+        let log = self.region_log(r, "controller.log")?;
         let child = tokio::process::Command::new(&self.opts.controller_bin)
             .arg("run")
             .arg("--region")

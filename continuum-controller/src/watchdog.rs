@@ -259,10 +259,19 @@ impl WatchdogClient {
 
     /// Arms the watchdog.
     pub async fn arm(&self, epoch: u64, until_ms: i64) -> Result<(), String> {
+        self.post("arm", &ArmBody { epoch, until_ms }).await
+    }
+
+    /// Disarms the watchdog after a release.
+    pub async fn disarm(&self, epoch: u64) -> Result<(), String> {
+        self.post("disarm", &DisarmBody { epoch }).await
+    }
+
+    async fn post(&self, path: &str, body: &impl Serialize) -> Result<(), String> {
         let r = self
             .http
-            .post(format!("{}/arm", self.url))
-            .json(&ArmBody { epoch, until_ms })
+            .post(format!("{}/{path}", self.url))
+            .json(body)
             .send()
             .await
             .map_err(|e| format!("watchdog {}: {e}", self.url))?;
@@ -270,27 +279,11 @@ impl WatchdogClient {
             Ok(())
         } else {
             Err(format!(
-                "watchdog {}: {} {}",
+                "watchdog {} {path}: {} {}",
                 self.url,
                 r.status(),
                 r.text().await.unwrap_or_default()
             ))
-        }
-    }
-
-    /// Disarms the watchdog after a release.
-    pub async fn disarm(&self, epoch: u64) -> Result<(), String> {
-        let r = self
-            .http
-            .post(format!("{}/disarm", self.url))
-            .json(&DisarmBody { epoch })
-            .send()
-            .await
-            .map_err(|e| format!("watchdog {}: {e}", self.url))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("watchdog {}: {}", self.url, r.status()))
         }
     }
 
