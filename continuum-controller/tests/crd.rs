@@ -733,7 +733,7 @@ fn cel_rules_compile_and_stay_inside_the_apiserver_cost_budget() {
             n += 1;
         }
     }
-    assert_eq!(n, 8);
+    assert_eq!(n, 9);
 }
 
 /// Every CEL rule against its Rust twin in `validate()`, on both sides of the rule. Schema
@@ -786,6 +786,22 @@ fn cel_rules_and_their_rust_twins_agree() {
         (
             "margin 9 on 30/10",
             Box::new(|v| v["spec"]["leaseClient"]["config"]["marginSeconds"] = json!(9)),
+            true,
+        ),
+        (
+            "ttl 10 / renew 1 / margin 1: drain + fence get under 1 s (fence budget)",
+            Box::new(|v| {
+                v["spec"]["leaseClient"]["config"] =
+                    json!({"ttlSeconds": 10, "renewSeconds": 1, "marginSeconds": 1});
+            }),
+            false,
+        ),
+        (
+            "ttl 10 / renew 1 / margin 2: inside the fence budget",
+            Box::new(|v| {
+                v["spec"]["leaseClient"]["config"] =
+                    json!({"ttlSeconds": 10, "renewSeconds": 1, "marginSeconds": 2});
+            }),
             true,
         ),
         (
