@@ -2321,7 +2321,6 @@ fn must_fail(cfg: Cfg, what: &str) {
 }
 
 #[test]
-#[ignore = "the model does not find this counterexample yet: open item of issue 13"]
 fn mc_path1_retaking_any_free_lease_loses_writes() {
     let c = Cfg {
         mutation: Some(Mutation::RetakeAnyFreeLease),

@@ -618,7 +618,9 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
         let bootstrap = o.lease.as_ref().is_some_and(|l| {
             l.state.epoch == 0 && l.state.holder.is_empty() && o.spec.primary == me
         });
-        if bootstrap || (own && (own_unexpired || expired_for >= o.spec.timing.hold_down_ms)) {
+        let after_peer = own_unexpired || expired_for >= o.spec.timing.hold_down_ms;
+        let retake_any = mutation_on(Mutation::RetakeAnyFreeLease) && free;
+        if bootstrap || (own && after_peer) || retake_any {
             plan.steps.push(Step::AcquireLease);
         }
         return;
