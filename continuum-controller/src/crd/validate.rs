@@ -807,15 +807,18 @@ mod tests {
     #[test]
     fn timing_errors_name_the_lease_config() {
         let mut s = spec();
-        // Explicit margin inside the CEL rule but with no room for drift: ttl 600, renew 1,
-        // margin 1 ⇒ deadline 598 s, not inside 600 s at 5 % drift.
+        // Explicit margin inside the retry rule but with no room for drift or the fence:
+        // ttl 600, renew 1, margin 1 ⇒ deadline 598 s, not inside 600 s at 5 % drift; the
+        // fence-budget rule (CEL twin) names the margin.
         s.lease_client.config.ttl_seconds = 600;
         s.lease_client.config.renew_seconds = 1;
         s.lease_client.config.margin_seconds = Some(1);
         let v = s.violations();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(
-            v[0].to_string().starts_with("spec.leaseClient.config:"),
+            v[0].to_string()
+                .starts_with("spec.leaseClient.config.marginSeconds:")
+                && v[0].to_string().contains("fence"),
             "{}",
             v[0]
         );
