@@ -165,8 +165,8 @@ async fn fence_stops_every_writer_no_session_can_undo_it_and_unfence_restores() 
     eprintln!("fence: marker + standby.signal + pg_ctl stop -m immediate took {took:?}");
     let o = db.observe().await.unwrap();
     assert!(
-        o.read_only && o.role == DbRole::Primary,
-        "a fenced primary: {o:?}"
+        o.read_only && o.role == DbRole::Down,
+        "fenced and stopped: Down + read_only: {o:?}"
     );
     assert!(!pair.primary().is_running(), "the postmaster is gone");
 
@@ -201,7 +201,11 @@ async fn fence_stops_every_writer_no_session_can_undo_it_and_unfence_restores() 
         .any(|c| err.code() == Some(c)),
         "{err}"
     );
-    assert!(db.observe().await.unwrap().read_only, "still fenced");
+    let o = db.observe().await.unwrap();
+    assert!(
+        o.read_only && o.role == DbRole::Primary,
+        "running in recovery, still fenced: {o:?}"
+    );
     // Idempotent, and a stale epoch is refused.
     db.fence(1).await.unwrap();
     assert!(matches!(
