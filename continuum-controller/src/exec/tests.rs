@@ -162,6 +162,12 @@ impl Database for Fake {
     async fn rebuild(&self, _source: &str, _epoch: u64) -> Result<(), PlaneError> {
         self.gate("db.rebuild").await
     }
+    async fn arm(&self, epoch: u64, _until_host_ms: i64) -> Result<(), PlaneError> {
+        self.gate(&format!("db.arm:{epoch}")).await
+    }
+    async fn disarm(&self, epoch: u64) -> Result<(), PlaneError> {
+        self.gate(&format!("db.disarm:{epoch}")).await
+    }
 }
 
 impl Routes for Fake {
@@ -379,7 +385,9 @@ async fn renew_arms_the_dead_man_switch_with_what_is_left_of_the_deadline() {
     assert!(out.stopped.is_none(), "{:?}", out.stopped);
     let calls = f.calls();
     assert_eq!(calls[0], "witness.renew");
-    let arm = calls[1]
+    // The database watchdog first (the real fence), then the route's dead-man switch.
+    assert_eq!(calls[1], "db.arm:1");
+    let arm = calls[2]
         .strip_prefix("routes.arm:1:")
         .expect("armed with epoch 1");
     let ms: u64 = arm.parse().unwrap();
@@ -731,4 +739,29 @@ fn drain_and_fence_timeouts_fit_the_fence_budget() {
         );
         assert!(to.of(&Step::WaitReplayed { lsn: Lsn(1) }).as_millis() as i64 <= t.renew_ms / 2);
     }
+}
+
+/// Found by the drill: a released grant must disarm the database watchdog, or it fences the
+/// demoted source (a standby by then) at the old deadline. And every grant arms it.
+#[tokio::test]
+async fn a_grant_arms_the_database_watchdog_and_a_release_disarms_it() {
+    let f = Fake::with_lease_held_by_a();
+    let ex = executor(&f);
+    let out = ex
+        .run(&Plan {
+            steps: vec![
+                Step::RenewLease { epoch: 1 },
+                Step::ReleaseLease { epoch: 1 },
+            ],
+            ..Plan::default()
+        })
+        .await;
+    assert!(out.stopped.is_none(), "{:?}", out.stopped);
+    let calls = f.calls();
+    let pos = |c: &str| calls.iter().position(|x| x == c);
+    assert!(pos("db.arm:1").is_some(), "{calls:?}");
+    assert!(
+        pos("db.disarm:1") > pos("db.arm:1"),
+        "disarmed after the release: {calls:?}"
+    );
 }
