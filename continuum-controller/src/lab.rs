@@ -409,10 +409,7 @@ impl Lab {
 
     /// SIGKILLs only region `r`'s controller (its database and watchdog stay up).
     pub async fn kill_controller(&mut self, r: &str) {
-        if let Some(mut c) = self.controllers.remove(r) {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
+        sigkill(self.controllers.remove(r)).await;
     }
 
     /// Starts region `r`'s controller process.
@@ -460,15 +457,10 @@ impl Lab {
     /// SIGKILLs region `r`: its controller (and with it the route front) and its database.
     pub async fn kill_region(&mut self, r: &str) -> Result<(), LabError> {
         let watchdog = self.watchdogs.get_mut(r).and_then(|w| w.1.take());
+        let controller = self.controllers.remove(r);
         let ctl = async {
-            if let Some(mut c) = self.controllers.remove(r) {
-                let _ = c.start_kill();
-                let _ = c.wait().await;
-            }
-            if let Some(mut w) = watchdog {
-                let _ = w.start_kill();
-                let _ = w.wait().await;
-            }
+            sigkill(controller).await;
+            sigkill(watchdog).await;
         };
         let pg = node(&self.pair, r);
         let db = async {
@@ -645,6 +637,14 @@ impl Lab {
             let _ = c.start_kill();
             let _ = c.wait().await;
         }
+    }
+}
+
+/// SIGKILLs a child process (if any) and reaps it.
+async fn sigkill(child: Option<tokio::process::Child>) {
+    if let Some(mut c) = child {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
     }
 }
 
