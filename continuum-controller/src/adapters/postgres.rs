@@ -124,6 +124,30 @@ pub fn is_fenced(data_dir: &Path) -> bool {
     fence_marker(data_dir).exists()
 }
 
+/// Whether a live postmaster runs on `data_dir` (its `postmaster.pid` names a live process;
+/// EPERM means it lives under another user). Rebuild checks it before it moves a data
+/// directory: a supervisor that restarts the server while a rebuild runs must not have its
+/// files deleted underneath it.
+pub fn postmaster_alive(data_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return false;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EPERM,
+    }
+}
+
 /// `pg_ctl stop -m immediate` on `data_dir` (as `run_as` when set); no running server is
 /// success. Shared by the fence and the watchdog.
 pub async fn stop_immediate(
@@ -554,6 +578,17 @@ impl PgDatabase {
             tokio::fs::rename(&node.data_dir, &aside)
                 .await
                 .map_err(|e| PlaneError::Failed(format!("moving the old data aside: {e}")))?;
+            // A server started by someone else (a supervisor restarting the crashed database)
+            // since the stop still runs in the moved directory: put it back and let a later
+            // attempt stop it, rather than delete files under a live server. Checked after the
+            // rename, so a server cannot start in between (the old path no longer exists).
+            if postmaster_alive(&aside) {
+                let _ = tokio::fs::rename(&aside, &node.data_dir).await;
+                return Err(PlaneError::Failed(
+                    "a server was started on the data directory during the rebuild; retrying"
+                        .into(),
+                ));
+            }
         }
         let copied = self
             .run(
@@ -823,6 +858,24 @@ mod tests {
         assert_eq!(parse_lsn("16/B374D848"), Some(Lsn(0x16_B374_D848)));
         assert_eq!(parse_lsn("zz"), None);
         assert_eq!(Lsn(0x16_B374_D848).to_string(), "16/B374D848");
+    }
+
+    #[test]
+    fn postmaster_alive_reads_the_pid_file() {
+        let dir = std::env::temp_dir().join(format!("pm-alive-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!postmaster_alive(&dir), "no pid file: nothing runs");
+        let pid = dir.join("postmaster.pid");
+        std::fs::write(&pid, format!("{}\n/data\n", std::process::id())).unwrap();
+        assert!(postmaster_alive(&dir), "our own pid is alive");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(&pid, format!("{dead}\n")).unwrap();
+        assert!(!postmaster_alive(&dir), "a reaped pid is a stale file");
+        std::fs::write(&pid, "garbage\n").unwrap();
+        assert!(!postmaster_alive(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
