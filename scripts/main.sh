@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main jobs on embedded defaults: install what is missing, build every binary of the
 # workspace (flow-server, flow-loadgen, witness-server, pdm-client, continuum-controller,
-# flow-adapter-flux), then
+# continuum-lab, flow-adapter-flux), then
 #   scripts/main.sh [flow-server] [args]   run flow-server on 127.0.0.1:8080 (in-memory backend,
 #                                          no tokens: loopback only); Ctrl-C stops it
 #   scripts/main.sh drill [args]           Continuum's drill on the two-region lab (default:
@@ -18,11 +18,11 @@ case "${1:-flow-server}" in
   drill)
     shift
     if [ "$#" -eq 0 ]; then set -- --ttl 6 --renew 2 --kills 20 --switchovers 10; fi
-    exec "$bin/continuum-controller" drill "$@" ;;
+    exec "$bin/continuum-lab" drill "$@" ;;
   lab)
     shift
     if [ "$#" -eq 0 ]; then set -- --ttl 6 --renew 2; fi
-    exec "$bin/continuum-controller" lab up "$@" ;;
+    exec "$bin/continuum-lab" up "$@" ;;
   flow-server)
     [ "$#" -gt 0 ] && shift
     exec "$bin/flow-server" "$@" ;;

@@ -21,6 +21,6 @@ cargo test --workspace
 # 2 kills, 1 switchover, 1 partition from the witness, 1 database-only kill and the approved
 # failback at TTL 6 s; exits non-zero on a lost transaction, two writers, a partitioned primary
 # that did not fence before the grant, or a stuck failover.
-cargo build -p continuum-controller --bin continuum-controller
-"$CARGO_TARGET_DIR/debug/continuum-controller" drill --ttl 6 --renew 2 \
+cargo build -p continuum-controller -p continuum-lab --bins
+"$CARGO_TARGET_DIR/debug/continuum-lab" drill --ttl 6 --renew 2 \
   --kills 2 --switchovers 1 --partitions 1 --db-kills 1 --dir "${TMPDIR:-/tmp}/continuum-ci-drill"

@@ -1,5 +1,6 @@
-//! `continuum-controller`: the DR orchestrator of one region (standalone mode), the lab and the
-//! drill, and operator commands (`status`, `plan`).
+//! `continuum-controller`: the DR orchestrator of one region (standalone mode or the
+//! Kubernetes operator), its database watchdog, and operator commands (`status`, `plan`, `k`).
+//! The lab and the drill live in `continuum-lab`, so this binary links no test harness.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use continuum_controller::decide::{self, Mono, Observed, SwitchoverRequest};
-use continuum_controller::drill::{self, DrillOptions};
-use continuum_controller::lab::{self, Lab, LabInfo, LabOptions};
 use continuum_controller::standalone::{self, Endpoints, RegionStatus, RunOptions, Secrets};
 
 /// DR orchestrator for one region of a Continuum: lease in a witness, self-fencing, failover,
@@ -90,35 +89,6 @@ enum Cmd {
         #[arg(long, env = "CONTINUUM_WATCHDOG_RUN_AS")]
         run_as: Option<String>,
     },
-    /// Start or stop the two-region lab on loopback (real PostgreSQL, PowerDNS, NATS, witness).
-    Lab {
-        #[command(subcommand)]
-        action: LabAction,
-    },
-    /// Start a lab, then kill, switch over and fail back while a writer keeps a ledger; prints
-    /// progress and one `drill: …` summary line; exits 1 if a transaction was lost or two
-    /// regions accepted writes.
-    Drill {
-        /// Kills (SIGKILL of the primary region's database, route and controller).
-        #[arg(long, default_value_t = 2)]
-        kills: u32,
-        /// Planned switchovers.
-        #[arg(long, default_value_t = 1)]
-        switchovers: u32,
-        /// Partitions: the primary region is cut from the witness (TCP, through the lab's
-        /// proxy) and must self-fence before the standby is granted the lease.
-        #[arg(long, default_value_t = 0)]
-        partitions: u32,
-        /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
-        /// controller must stop renewing so the standby takes over.
-        #[arg(long, default_value_t = 0)]
-        db_kills: u32,
-        /// Skip the approved failback at the end.
-        #[arg(long)]
-        no_failback: bool,
-        #[command(flatten)]
-        lab: LabArgs,
-    },
     /// Show each region's state from its status file (the lab's by default).
     Status {
         /// Status files or state directories (default: the regions of `--lab-dir`).
@@ -155,59 +125,6 @@ enum Cmd {
     /// Operator commands against a cluster via kubeconfig: `k status`, `k plan <name> --to`,
     /// `k switchover <name> --to`, `k approve-failback <name>`.
     K(continuum_controller::kube::cli::KubeArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum LabAction {
-    /// Start the lab and keep it running until SIGINT/SIGTERM (`lab down`).
-    Up {
-        #[command(flatten)]
-        lab: LabArgs,
-    },
-    /// Stop a running lab.
-    Down {
-        /// Lab directory.
-        #[arg(long, default_value = ".lab")]
-        dir: PathBuf,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct LabArgs {
-    /// Lab directory (config, endpoints, status files, controller logs). Wiped at start.
-    #[arg(long, default_value = ".lab")]
-    dir: PathBuf,
-    /// Lease TTL in seconds.
-    #[arg(long, default_value_t = 30)]
-    ttl: u32,
-    /// Lease renew interval in seconds.
-    #[arg(long, default_value_t = 10)]
-    renew: u32,
-    /// Durability after an unplanned failover: `default` (writes resume, sync suspended until
-    /// the old primary is rebuilt) or `strict` (writes wait for a synchronous standby).
-    #[arg(long, default_value = "default")]
-    durability: String,
-    /// Writer interval of the drill, ms.
-    #[arg(long, default_value_t = 20)]
-    write_interval_ms: u64,
-}
-
-impl LabArgs {
-    fn options(&self) -> anyhow::Result<LabOptions> {
-        if self.dir.exists() {
-            std::fs::remove_dir_all(&self.dir)
-                .with_context(|| format!("wiping {}", self.dir.display()))?;
-        }
-        std::fs::create_dir_all(&self.dir)?;
-        Ok(LabOptions {
-            dir: std::fs::canonicalize(&self.dir)?,
-            ttl_seconds: self.ttl,
-            renew_seconds: self.renew,
-            durability: self.durability.clone(),
-            controller_bin: std::env::current_exe().context("locating this executable")?,
-            tick_ms: 50,
-        })
-    }
 }
 
 fn init_tracing() {
@@ -311,129 +228,13 @@ async fn main() -> anyhow::Result<()> {
             };
             standalone::run(opts, shutdown_signal()).await?;
         }
-        Cmd::Lab { action } => match action {
-            LabAction::Up { lab: args } => {
-                init_tracing();
-                let lab = Lab::up(args.options()?).await?;
-                let info = lab.info().clone();
-                println!("lab up in {}:", info.dir.display());
-                println!("  witness   {}", info.witness_url);
-                println!("  nats      {}", info.nats_url);
-                println!(
-                    "  dns       {} (dig @{} -p {} {})",
-                    info.dns,
-                    info.dns.ip(),
-                    info.dns.port(),
-                    info.host
-                );
-                for (r, c) in &info.postgres {
-                    println!("  {r}  postgres: {c}  front: {}", info.fronts[r]);
-                    if let Some(m) = info.metrics.get(r) {
-                        println!("  {r}  controller: http://{m}/metrics");
-                    }
-                }
-                println!(
-                    "  status    continuum-controller status --lab-dir {}",
-                    info.dir.display()
-                );
-                println!(
-                    "primary: {}. Ctrl-C or `continuum-controller lab down --dir {}` stops it.",
-                    lab.primary().unwrap_or_default(),
-                    info.dir.display()
-                );
-                shutdown_signal().await;
-                lab.down().await;
-                println!("lab down");
-            }
-            LabAction::Down { dir } => {
-                let body = std::fs::read(dir.join("lab.json"))
-                    .with_context(|| format!("no lab running in {}", dir.display()))?;
-                let info: LabInfo = serde_json::from_slice(&body)?;
-                let pid = nix_pid(info.pid)?;
-                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
-                    .with_context(|| format!("signalling lab process {}", info.pid))?;
-                for _ in 0..300 {
-                    if nix::sys::signal::kill(pid, None).is_err() {
-                        println!("lab down");
-                        return Ok(());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                anyhow::bail!("lab process {} did not stop within 30 s", info.pid);
-            }
-        },
-        Cmd::Drill {
-            kills,
-            switchovers,
-            partitions,
-            db_kills,
-            no_failback,
-            lab: args,
-        } => {
-            let opts = args.options()?;
-            println!(
-                "drill: starting the lab (TTL {} s, renew {} s, durability {}) in {}",
-                args.ttl,
-                args.renew,
-                args.durability,
-                opts.dir.display()
-            );
-            let started = std::time::Instant::now();
-            let mut lab = Lab::up(opts).await?;
-            println!(
-                "lab healthy after {:.1} s: primary {}",
-                started.elapsed().as_secs_f64(),
-                lab.primary().unwrap_or_default()
-            );
-            let result = drill::run(
-                &mut lab,
-                &DrillOptions {
-                    kills,
-                    switchovers,
-                    partitions,
-                    db_kills,
-                    failback: !no_failback,
-                    restart_at_once: args.durability == "strict",
-                    interval: Duration::from_millis(args.write_interval_ms.max(1)),
-                },
-                Duration::from_secs(u64::from(args.ttl)),
-                Duration::from_secs(u64::from(args.renew)),
-            )
-            .await;
-            let dir = lab.dir().to_owned();
-            lab.down().await;
-            let rep = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!(
-                        "drill failed: {e}\n(controller logs in {}/region-*/controller.log)",
-                        dir.display()
-                    );
-                    std::process::exit(2);
-                }
-            };
-            println!("{}", rep.line());
-            if rep.db_kills > 0 {
-                println!("database_kills={} (all taken over)", rep.db_kills);
-            }
-            if rep.partitions > 0 {
-                println!(
-                    "partitions={} fenced_before_grant={}",
-                    rep.partitions,
-                    rep.partitions - rep.fence_after_grant
-                );
-            }
-            if rep.lost_tx > 0 || rep.dual_writers > 0 || rep.fence_after_grant > 0 {
-                std::process::exit(1);
-            }
-        }
         Cmd::Status {
             paths,
             lab_dir,
             output,
         } => {
             let paths: Vec<PathBuf> = if paths.is_empty() {
-                lab::REGIONS.iter().map(|r| lab_dir.join(r)).collect()
+                lab_regions(&lab_dir)?
             } else {
                 paths
             };
@@ -527,6 +328,23 @@ fn newest_instant(o: &Observed) -> Mono {
     t
 }
 
-fn nix_pid(pid: u32) -> anyhow::Result<nix::unistd::Pid> {
-    Ok(nix::unistd::Pid::from_raw(i32::try_from(pid)?))
+/// The region state directories of a lab (`continuum-lab up`): its subdirectories that hold a
+/// `status.json`, in name order.
+fn lab_regions(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "no lab in {} (give status files or --lab-dir)",
+            dir.display()
+        )
+    })?;
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("status.json").is_file())
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        anyhow::bail!("no region status files under {}", dir.display());
+    }
+    Ok(out)
 }

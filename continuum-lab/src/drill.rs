@@ -526,9 +526,9 @@ pub async fn run(
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let waiting = lab.status(away).is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.kind == crate::decide::ConditionKind::FailbackAwaitingApproval)
+                st.conditions.iter().any(|c| {
+                    c.kind == continuum_controller::decide::ConditionKind::FailbackAwaitingApproval
+                })
             });
             if waiting {
                 break;

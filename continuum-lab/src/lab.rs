@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use testkit::{NatsServer, Pg, PgPair, PowerDns};
 
-use crate::ports::Dns as _;
-use crate::standalone::{
+use continuum_controller::ports::Dns as _;
+use continuum_controller::standalone::{
     Endpoints, PgEndpoint, PowerDnsEndpoint, RegionEndpoint, RegionStatus, WitnessEndpoint,
     read_status,
 };
@@ -263,7 +263,7 @@ impl Lab {
             postgres,
             fronts,
         };
-        crate::standalone::write_json_atomically(&opts.dir.join("lab.json"), &info)?;
+        continuum_controller::standalone::write_json_atomically(&opts.dir.join("lab.json"), &info)?;
         let mut lab = Lab {
             config_path: opts.dir.join("continuum.yaml"),
             endpoints_path,
@@ -315,10 +315,10 @@ impl Lab {
         for (i, r) in REGIONS.iter().enumerate() {
             placement = placement.region(pdm_client::RegionSpec::new(*r, [IPS[i].to_string()]));
         }
-        let dns = crate::adapters::dns::PdmDns::new(
+        let dns = continuum_controller::adapters::dns::PdmDns::new(
             std::sync::Arc::new(control),
             None,
-            crate::adapters::dns::DnsConfig {
+            continuum_controller::adapters::dns::DnsConfig {
                 zone: p.zone,
                 hostnames: p.hostnames,
                 spec: placement
@@ -530,7 +530,11 @@ impl Lab {
         REGIONS
             .iter()
             .filter_map(|r| self.status(r))
-            .find(|s| s.authority && s.db_role == crate::decide::DbRole::Primary && !s.read_only)
+            .find(|s| {
+                s.authority
+                    && s.db_role == continuum_controller::decide::DbRole::Primary
+                    && !s.read_only
+            })
             .map(|s| s.region)
     }
 
@@ -552,7 +556,9 @@ impl Lab {
             return false;
         };
         let fresh = |s: &RegionStatus| {
-            let now = crate::exec::Clock::wall(&crate::exec::SystemClock::new());
+            let now = continuum_controller::exec::Clock::wall(
+                &continuum_controller::exec::SystemClock::new(),
+            );
             now.since(s.updated_at) < 3_000
         };
         fresh(&ps)
@@ -560,7 +566,7 @@ impl Lab {
             && ps.lease_synchronous == Some(true)
             && ps.replication.sync
             && !ps.drained
-            && os.db_role == crate::decide::DbRole::Standby
+            && os.db_role == continuum_controller::decide::DbRole::Standby
             && os.replication.streaming
             && ps.operation.is_none()
             && os.operation.is_none()
@@ -663,7 +669,7 @@ fn boot_fenced(pg: &Pg) -> Result<bool, LabError> {
     if dir.join("standby.signal").exists() {
         return Ok(false);
     }
-    crate::adapters::postgres::write_fence_files(dir, 0)?;
+    continuum_controller::adapters::postgres::write_fence_files(dir, 0)?;
     Ok(true)
 }
 
@@ -682,7 +688,7 @@ fn config_text(ttl: u32, renew: u32, durability: &str, extra: &SpecExtra) -> Str
         );
     }
     format!(
-        "# Written by `continuum-controller lab`: the lab's Continuum (same shape as the CR).\n\
+        "# Written by `continuum-lab`: the lab's Continuum (same shape as the CR).\n\
          apiVersion: dr.openova.io/v1\nkind: Continuum\nmetadata:\n  name: lab-app-dr\n  namespace: lab\n\
          spec:\n  applicationRef: lab-app\n  primaryRegion: {a}\n  hotStandbyRegions: [{b}]\n\
          \x20 leaseClient:\n    kind: cloudflare-kv\n    config:\n      ttlSeconds: {ttl}\n      renewSeconds: {renew}\n\
@@ -761,13 +767,13 @@ async fn start_cuttable_proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::Durability;
+    use continuum_controller::decide::Durability;
 
-    fn spec_of(text: &str) -> crate::decide::Spec {
+    fn spec_of(text: &str) -> continuum_controller::decide::Spec {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, text).unwrap();
-        crate::standalone::load_spec(&path).unwrap()
+        continuum_controller::standalone::load_spec(&path).unwrap()
     }
 
     #[test]
@@ -795,7 +801,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, config_text(6, 5, "default", &SpecExtra::default())).unwrap();
-        let e = crate::standalone::load_spec(&path).unwrap_err().to_string();
+        let e = continuum_controller::standalone::load_spec(&path)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.yaml"), "{e}");
     }
 }

@@ -1,0 +1,6 @@
+//! The Continuum lab and drill: real parts on loopback, driven by faults, judged by a ledger.
+//! See `lab` and `drill`. Kept out of `continuum-controller` so the product binary does not
+//! link `testkit`.
+
+pub mod drill;
+pub mod lab;

@@ -1,0 +1,268 @@
+//! `continuum-lab`: the two-region lab on loopback (real PostgreSQL pair, PowerDNS, NATS,
+//! witness-server, one `continuum-controller` and one database watchdog per region) and the
+//! drill that kills, partitions and switches it over while a writer keeps a ledger. A crate of
+//! its own so that the controller that ships in the image links no test harness.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use continuum_lab::drill::{self, DrillOptions};
+use continuum_lab::lab::{Lab, LabInfo, LabOptions};
+
+/// The Continuum lab and drill.
+#[derive(Debug, Parser)]
+#[command(name = "continuum-lab", version, about)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the lab and keep it running until SIGINT/SIGTERM (`lab down`).
+    Up {
+        #[command(flatten)]
+        lab: LabArgs,
+    },
+    /// Stop a running lab.
+    Down {
+        /// Lab directory.
+        #[arg(long, default_value = ".lab")]
+        dir: PathBuf,
+    },
+    /// Start a lab, then kill, switch over and fail back while a writer keeps a ledger; prints
+    /// progress and one `drill: …` summary line; exits 1 if a transaction was lost or two
+    /// regions accepted writes.
+    Drill {
+        /// Kills (SIGKILL of the primary region's database, route and controller).
+        #[arg(long, default_value_t = 2)]
+        kills: u32,
+        /// Planned switchovers.
+        #[arg(long, default_value_t = 1)]
+        switchovers: u32,
+        /// Partitions: the primary region is cut from the witness (TCP, through the lab's
+        /// proxy) and must self-fence before the standby is granted the lease.
+        #[arg(long, default_value_t = 0)]
+        partitions: u32,
+        /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
+        /// controller must stop renewing so the standby takes over.
+        #[arg(long, default_value_t = 0)]
+        db_kills: u32,
+        /// Skip the approved failback at the end.
+        #[arg(long)]
+        no_failback: bool,
+        #[command(flatten)]
+        lab: LabArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LabArgs {
+    /// Lab directory (config, endpoints, status files, controller logs). Wiped at start.
+    #[arg(long, default_value = ".lab")]
+    dir: PathBuf,
+    /// Lease TTL in seconds.
+    #[arg(long, default_value_t = 30)]
+    ttl: u32,
+    /// Lease renew interval in seconds.
+    #[arg(long, default_value_t = 10)]
+    renew: u32,
+    /// Durability after an unplanned failover: `default` (writes resume, sync suspended until
+    /// the old primary is rebuilt) or `strict` (writes wait for a synchronous standby).
+    #[arg(long, default_value = "default")]
+    durability: String,
+    /// Writer interval of the drill, ms.
+    #[arg(long, default_value_t = 20)]
+    write_interval_ms: u64,
+    /// The `continuum-controller` binary each region runs (controller and watchdog). Default:
+    /// the one next to this executable (`cargo build` puts both in the same directory).
+    #[arg(long, env = "CONTINUUM_CONTROLLER_BIN")]
+    controller_bin: Option<PathBuf>,
+}
+
+impl LabArgs {
+    fn options(&self) -> anyhow::Result<LabOptions> {
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir)
+                .with_context(|| format!("wiping {}", self.dir.display()))?;
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        Ok(LabOptions {
+            dir: std::fs::canonicalize(&self.dir)?,
+            ttl_seconds: self.ttl,
+            renew_seconds: self.renew,
+            durability: self.durability.clone(),
+            controller_bin: controller_bin(self.controller_bin.as_deref())?,
+            tick_ms: 50,
+        })
+    }
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// `--controller-bin`, or `continuum-controller` next to this executable.
+fn controller_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_owned());
+    }
+    let me = std::env::current_exe().context("locating this executable")?;
+    let sibling = me.with_file_name("continuum-controller");
+    if sibling.is_file() {
+        Ok(sibling)
+    } else {
+        anyhow::bail!(
+            "no continuum-controller next to {}: build it (`cargo build -p continuum-controller`) or pass --controller-bin",
+            me.display()
+        )
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+fn nix_pid(pid: u32) -> anyhow::Result<nix::unistd::Pid> {
+    Ok(nix::unistd::Pid::from_raw(i32::try_from(pid)?))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.cmd {
+        Cmd::Up { lab: args } => {
+            init_tracing();
+            let lab = Lab::up(args.options()?).await?;
+            let info = lab.info().clone();
+            println!("lab up in {}:", info.dir.display());
+            println!("  witness   {}", info.witness_url);
+            println!("  nats      {}", info.nats_url);
+            println!(
+                "  dns       {} (dig @{} -p {} {})",
+                info.dns,
+                info.dns.ip(),
+                info.dns.port(),
+                info.host
+            );
+            for (r, c) in &info.postgres {
+                println!("  {r}  postgres: {c}  front: {}", info.fronts[r]);
+                if let Some(m) = info.metrics.get(r) {
+                    println!("  {r}  controller: http://{m}/metrics");
+                }
+            }
+            println!(
+                "  status    continuum-controller status --lab-dir {}",
+                info.dir.display()
+            );
+            println!(
+                "primary: {}. Ctrl-C or `continuum-lab down --dir {}` stops it.",
+                lab.primary().unwrap_or_default(),
+                info.dir.display()
+            );
+            shutdown_signal().await;
+            lab.down().await;
+            println!("lab down");
+        }
+        Cmd::Down { dir } => {
+            let body = std::fs::read(dir.join("lab.json"))
+                .with_context(|| format!("no lab running in {}", dir.display()))?;
+            let info: LabInfo = serde_json::from_slice(&body)?;
+            let pid = nix_pid(info.pid)?;
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+                .with_context(|| format!("signalling lab process {}", info.pid))?;
+            for _ in 0..300 {
+                if nix::sys::signal::kill(pid, None).is_err() {
+                    println!("lab down");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::bail!("lab process {} did not stop within 30 s", info.pid);
+        }
+        Cmd::Drill {
+            kills,
+            switchovers,
+            partitions,
+            db_kills,
+            no_failback,
+            lab: args,
+        } => {
+            let opts = args.options()?;
+            println!(
+                "drill: starting the lab (TTL {} s, renew {} s, durability {}) in {}",
+                args.ttl,
+                args.renew,
+                args.durability,
+                opts.dir.display()
+            );
+            let started = std::time::Instant::now();
+            let mut lab = Lab::up(opts).await?;
+            println!(
+                "lab healthy after {:.1} s: primary {}",
+                started.elapsed().as_secs_f64(),
+                lab.primary().unwrap_or_default()
+            );
+            let result = drill::run(
+                &mut lab,
+                &DrillOptions {
+                    kills,
+                    switchovers,
+                    partitions,
+                    db_kills,
+                    failback: !no_failback,
+                    restart_at_once: args.durability == "strict",
+                    interval: Duration::from_millis(args.write_interval_ms.max(1)),
+                },
+                Duration::from_secs(u64::from(args.ttl)),
+                Duration::from_secs(u64::from(args.renew)),
+            )
+            .await;
+            let dir = lab.dir().to_owned();
+            lab.down().await;
+            let rep = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!(
+                        "drill failed: {e}\n(controller logs in {}/region-*/controller.log)",
+                        dir.display()
+                    );
+                    std::process::exit(2);
+                }
+            };
+            println!("{}", rep.line());
+            if rep.db_kills > 0 {
+                println!("database_kills={} (all taken over)", rep.db_kills);
+            }
+            if rep.partitions > 0 {
+                println!(
+                    "partitions={} fenced_before_grant={}",
+                    rep.partitions,
+                    rep.partitions - rep.fence_after_grant
+                );
+            }
+            if rep.lost_tx > 0 || rep.dual_writers > 0 || rep.fence_after_grant > 0 {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
