@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
+use crate::hostile::{self, Hostile};
 use crate::lab::{Lab, LabError, REGIONS};
 
 /// One acknowledged commit.
@@ -205,6 +206,14 @@ pub struct DrillOptions {
     pub partitions: u32,
     /// Kills of the primary's database alone (controller and route stay up).
     pub db_kills: u32,
+    /// SIGKILLs of the primary's controller alone (its database and watchdog keep running).
+    pub ctl_kills: u32,
+    /// SIGSTOPs of the primary's controller for longer than the TTL, then SIGCONT.
+    pub pauses: u32,
+    /// Seed of the schedule's random phases (`None`: from the clock; printed either way).
+    pub seed: Option<u64>,
+    /// Interval of the hostile client (`None`: no hostile client).
+    pub hostile_interval: Option<Duration>,
     /// Run the approved failback at the end.
     pub failback: bool,
     /// Restart the killed region at once instead of after the takeover (strict durability:
@@ -225,6 +234,21 @@ pub struct DrillReport {
     pub partitions: u32,
     /// Database-only kills done.
     pub db_kills: u32,
+    /// Controller-only kills done.
+    pub ctl_kills: u32,
+    /// Controller pauses done.
+    pub pauses: u32,
+    /// The seed the schedule ran with.
+    pub seed: u64,
+    /// Checker: split-brain pairs in the hostile client's history (must be 0).
+    pub split_brain: u64,
+    /// Checker: hostile writes acknowledged.
+    pub hostile_acked: u64,
+    /// Checker: hostile writes acknowledged with `synchronous_commit = local` and absent from
+    /// the final primary (lost with their timeline; reported, not a failure).
+    pub hostile_lost_local: u64,
+    /// Checker: ordinary acknowledged rows absent from the final primary (must be 0).
+    pub final_lost: u64,
     /// Partitions in which the primary stopped acknowledging writes only AFTER the standby
     /// was granted the lease (must be 0).
     pub fence_after_grant: u32,
@@ -273,11 +297,15 @@ impl DrillReport {
 struct XorShift(u64);
 
 impl XorShift {
-    fn seeded() -> XorShift {
-        let t = std::time::SystemTime::now()
+    /// The clock's nanoseconds as a seed (when none is given).
+    fn clock_seed() -> u64 {
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64);
-        XorShift(t | 1)
+            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
+    }
+
+    fn seeded(seed: u64) -> XorShift {
+        XorShift(seed | 1)
     }
 
     /// Uniform-ish in `0..n` (0 when `n` is 0).
@@ -369,14 +397,27 @@ pub async fn run(
     ttl: Duration,
     renew: Duration,
 ) -> Result<DrillReport, LabError> {
-    let mut rng = XorShift::seeded();
+    let seed = opts.seed.unwrap_or_else(XorShift::clock_seed);
+    println!("drill: seed {seed} (replay the schedule's phases with --seed {seed})");
+    let mut rng = XorShift::seeded(seed);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let w = Writer::start(
         [lab.conninfo(REGIONS[0]), lab.conninfo(REGIONS[1])],
         opts.interval,
-        stop_rx,
+        stop_rx.clone(),
     );
-    let mut rep = DrillReport::default();
+    let hostile = opts.hostile_interval.map(|every| {
+        Hostile::start(
+            REGIONS.iter().map(|r| lab.app_conninfo(r)).collect(),
+            every,
+            0,
+            stop_rx,
+        )
+    });
+    let mut rep = DrillReport {
+        seed,
+        ..DrillReport::default()
+    };
     let heal = ttl * 2 + Duration::from_secs(90);
     let total = opts.kills + opts.switchovers;
     let mut step = 0;
@@ -506,6 +547,68 @@ pub async fn run(
         lab.restart_database(&primary).await?;
         lab.wait_healthy(heal).await?;
     }
+    for k in 0..opts.ctl_kills {
+        let (primary, other) = primary_and_peer(lab)?;
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let left = lab.lease_remaining_ms().await.unwrap_or(-1);
+        let t0 = Instant::now();
+        lab.kill_controller(&primary).await;
+        // Its database keeps running: only its watchdog fences it, at the lease deadline.
+        let ack = wait_first_ack(
+            &w,
+            lab,
+            Some(index_of(other)),
+            t0,
+            ttl * 2 + Duration::from_secs(60),
+        )
+        .await?;
+        let rto = ack.acked.duration_since(t0).as_millis() as u64;
+        rep.rto_ms.push(rto);
+        let lost = lost_on(lab, &w, other).await?;
+        rep.lost_tx += lost;
+        rep.ctl_kills += 1;
+        println!(
+            "[controller kill {}/{}] {primary}'s controller SIGKILLed, its database left running: {other} took writes after {rto} ms (lease had {left} ms left); lost {lost}; restarting the controller",
+            k + 1,
+            opts.ctl_kills,
+        );
+        lab.spawn_controller(&primary)?;
+        lab.wait_healthy(heal).await?;
+    }
+    for p in 0..opts.pauses {
+        let (primary, other) = primary_and_peer(lab)?;
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.pause_controller(&primary, true)?;
+        let ack = wait_first_ack(
+            &w,
+            lab,
+            Some(index_of(other)),
+            t0,
+            ttl * 2 + Duration::from_secs(60),
+        );
+        let ack = ack.await;
+        // Hold the pause past the TTL even if the takeover was quick, then resume it: it must
+        // find its lease gone and stay fenced.
+        let held = t0.elapsed();
+        if held < ttl + Duration::from_secs(2) {
+            tokio::time::sleep(ttl + Duration::from_secs(2) - held).await;
+        }
+        lab.pause_controller(&primary, false)?;
+        let ack = ack?;
+        let rto = ack.acked.duration_since(t0).as_millis() as u64;
+        rep.rto_ms.push(rto);
+        let lost = lost_on(lab, &w, other).await?;
+        rep.lost_tx += lost;
+        rep.pauses += 1;
+        println!(
+            "[pause {}/{}] {primary}'s controller SIGSTOPped for {} ms: {other} took writes after {rto} ms; lost {lost}; resumed",
+            p + 1,
+            opts.pauses,
+            t0.elapsed().as_millis()
+        );
+        lab.wait_healthy(heal).await?;
+    }
     if opts.failback {
         let home = REGIONS[0];
         if lab.primary().as_deref() == Some(home) {
@@ -557,8 +660,9 @@ pub async fn run(
         println!("approved failback {away} → {home}: writes unavailable {gap} ms; lost {lost}");
     }
     let _ = stop_tx.send(true);
-    tokio::time::sleep(opts.interval * 3).await;
+    tokio::time::sleep(opts.interval * 3 + Duration::from_millis(500)).await;
     rep.dual_writers = w.dual_rounds();
+    check(lab, &w, hostile.as_ref(), &mut rep).await?;
     rep.acked = w.acks().len();
     let per_region: HashMap<usize, usize> = w.acks().iter().fold(HashMap::new(), |mut m, a| {
         *m.entry(a.region).or_default() += 1;
@@ -574,6 +678,79 @@ pub async fn run(
         REGIONS[1]
     );
     Ok(rep)
+}
+
+/// The independent checker, once the writers stopped: reads the final primary's tables and
+/// the recorded histories (never a controller's status), saves the hostile history to
+/// `history.jsonl` in the lab directory, and prints one `checker: …` line.
+async fn check(
+    lab: &Lab,
+    w: &Writer,
+    hostile: Option<&Hostile>,
+    rep: &mut DrillReport,
+) -> Result<(), LabError> {
+    let (primary, _) = primary_and_peer(lab)?;
+    let err = |e: tokio_postgres::Error| LabError::Failed(format!("checker on {primary}: {e}"));
+    let (c, conn) = tokio_postgres::connect(&lab.conninfo(&primary), NoTls)
+        .await
+        .map_err(err)?;
+    tokio::spawn(conn);
+    let ledger: BTreeSet<i64> = c
+        .query("select n from ledger", &[])
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost = hostile::missing(w.acks().iter().map(|a| a.n), &ledger);
+    rep.final_lost = lost.len() as u64;
+    let mut line = format!(
+        "checker: final_primary={primary} ledger_acked={} final_lost={}",
+        w.acks().len(),
+        rep.final_lost
+    );
+    if let Some(h) = hostile {
+        let ops = h.ops();
+        let rows: BTreeSet<i64> = c
+            .query("select n from hostile", &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let acked: Vec<i64> = ops
+            .iter()
+            .filter(|o| o.acked.is_some())
+            .map(|o| o.n)
+            .collect();
+        rep.hostile_acked = acked.len() as u64;
+        rep.hostile_lost_local = hostile::missing(acked, &rows).len() as u64;
+        let pairs = hostile::split_brain(&ops);
+        rep.split_brain = pairs.len() as u64;
+        for p in pairs.iter().take(5) {
+            eprintln!(
+                "SPLIT BRAIN: write {} acknowledged on an older timeline after write {} on a newer one",
+                p.old, p.new
+            );
+        }
+        let path = lab.dir().join("history.jsonl");
+        let mut text = String::new();
+        for o in &ops {
+            text += &serde_json::to_string(o).map_err(|e| LabError::Failed(e.to_string()))?;
+            text.push('\n');
+        }
+        std::fs::write(&path, text)?;
+        line += &format!(
+            " hostile_ops={} hostile_acked={} split_brain={} hostile_lost_local={} history={}",
+            ops.len(),
+            rep.hostile_acked,
+            rep.split_brain,
+            rep.hostile_lost_local,
+            path.display()
+        );
+    }
+    println!("{line}");
+    Ok(())
 }
 
 #[cfg(test)]

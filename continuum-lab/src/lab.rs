@@ -38,6 +38,8 @@ pub const REGIONS: [&str; 2] = ["region-a", "region-b"];
 const ZONE: &str = "dr.test.";
 const HOST: &str = "app.dr.test";
 const WITNESS_TOKEN: &str = "lab-witness-token";
+/// The application role the drill's hostile client logs in as.
+pub const APP_ROLE: &str = "app";
 const IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
 
 /// Lab errors.
@@ -81,6 +83,10 @@ pub struct LabOptions {
     pub controller_bin: PathBuf,
     /// Longest pause between two controller ticks, ms.
     pub tick_ms: u64,
+    /// Run a database watchdog per region (the default). `false` removes the mechanism that
+    /// fences a paused or killed controller's database: a fault-injection switch, to show the
+    /// drill's checker catching the two writers that follow.
+    pub watchdog: bool,
 }
 
 /// Where the lab's parts listen (`lab.json`, read by `status` and `lab down`).
@@ -166,6 +172,20 @@ impl Lab {
         )
         .await
         .map_err(|e| start_err("ledger table")(e.to_string()))?;
+        // The drill's hostile client: an ordinary application role (no superuser, so no
+        // pg_promote) that writes with whatever a session may set, and records in each row
+        // what the database says about itself at commit.
+        c.batch_execute(&format!(
+            "create table if not exists hostile (n bigint primary key, region text not null, \
+             tli int not null, lsn pg_lsn not null, sysid bigint not null, \
+             at timestamptz not null default now());\n\
+             do $$ begin if not exists (select from pg_roles where rolname = '{APP_ROLE}') \
+             then create role {APP_ROLE} login; end if; end $$;\n\
+             grant select, insert on ledger, hostile to {APP_ROLE};\n\
+             grant pg_monitor to {APP_ROLE};"
+        ))
+        .await
+        .map_err(|e| start_err("application role")(e.to_string()))?;
         drop(c);
 
         let port = front_port()?;
@@ -181,7 +201,7 @@ impl Lab {
             cuts.insert(r.to_owned(), cut);
         }
         let mut watchdogs = BTreeMap::new();
-        for r in REGIONS {
+        for r in REGIONS.into_iter().filter(|_| opts.watchdog) {
             let port = testkit::free_port().map_err(|e| LabError::Failed(e.to_string()))?;
             watchdogs.insert(
                 r.to_owned(),
@@ -405,6 +425,24 @@ impl Lab {
             w.1 = Some(child);
         }
         Ok(())
+    }
+
+    /// SIGSTOPs (`true`) or SIGCONTs (`false`) region `r`'s controller: a GC or VM pause. Its
+    /// database and watchdog keep running.
+    pub fn pause_controller(&self, r: &str, stop: bool) -> Result<(), LabError> {
+        let pid = self
+            .controllers
+            .get(r)
+            .and_then(tokio::process::Child::id)
+            .ok_or_else(|| LabError::Failed(format!("{r} has no running controller")))?;
+        let sig = if stop {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        let pid = i32::try_from(pid).map_err(|e| LabError::Failed(e.to_string()))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .map_err(|e| LabError::Failed(format!("{sig} to {r}'s controller: {e}")))
     }
 
     /// SIGKILLs only region `r`'s controller (its database and watchdog stay up).
@@ -635,6 +673,13 @@ impl Lab {
     /// Region `r`'s conninfo.
     pub fn conninfo(&self, r: &str) -> String {
         node(&self.pair, r).conninfo()
+    }
+
+    /// Region `r`'s conninfo as the application role ([`APP_ROLE`]).
+    pub fn app_conninfo(&self, r: &str) -> String {
+        node(&self.pair, r)
+            .conninfo()
+            .replace("user=postgres", &format!("user={APP_ROLE}"))
     }
 
     /// Stops the controllers, then every part (by drop).

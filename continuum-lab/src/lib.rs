@@ -3,4 +3,5 @@
 //! link `testkit`.
 
 pub mod drill;
+pub mod hostile;
 pub mod lab;

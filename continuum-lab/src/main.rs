@@ -50,6 +50,23 @@ enum Cmd {
         /// controller must stop renewing so the standby takes over.
         #[arg(long, default_value_t = 0)]
         db_kills: u32,
+        /// Controller-only kills: the primary's controller is SIGKILLed while its database and
+        /// watchdog keep running; the watchdog must fence it at the lease deadline.
+        #[arg(long, default_value_t = 0)]
+        ctl_kills: u32,
+        /// Pauses: the primary's controller is SIGSTOPped for longer than the TTL (a GC or VM
+        /// pause), then SIGCONTed; it must find its lease gone and stay fenced.
+        #[arg(long, default_value_t = 0)]
+        pauses: u32,
+        /// Seed of the schedule's random phases (default: from the clock; printed).
+        #[arg(long, env = "DRILL_SEED")]
+        seed: Option<u64>,
+        /// Interval of the hostile client, ms (0: none). It writes straight to both databases
+        /// as the application role with `default_transaction_read_only = off`, `BEGIN READ
+        /// WRITE` and `synchronous_commit = local`; the checker looks for split brain in what
+        /// it got acknowledged.
+        #[arg(long, default_value_t = 50)]
+        hostile_interval_ms: u64,
         /// Skip the approved failback at the end.
         #[arg(long)]
         no_failback: bool,
@@ -76,6 +93,10 @@ struct LabArgs {
     /// Writer interval of the drill, ms.
     #[arg(long, default_value_t = 20)]
     write_interval_ms: u64,
+    /// Run no database watchdogs (fault injection: removes what fences a paused or killed
+    /// controller's database).
+    #[arg(long)]
+    no_watchdog: bool,
     /// The `continuum-controller` binary each region runs (controller and watchdog). Default:
     /// the one next to this executable (`cargo build` puts both in the same directory).
     #[arg(long, env = "CONTINUUM_CONTROLLER_BIN")]
@@ -96,6 +117,7 @@ impl LabArgs {
             durability: self.durability.clone(),
             controller_bin: controller_bin(self.controller_bin.as_deref())?,
             tick_ms: 50,
+            watchdog: !self.no_watchdog,
         })
     }
 }
@@ -203,6 +225,10 @@ async fn main() -> anyhow::Result<()> {
             switchovers,
             partitions,
             db_kills,
+            ctl_kills,
+            pauses,
+            seed,
+            hostile_interval_ms,
             no_failback,
             lab: args,
         } => {
@@ -228,6 +254,11 @@ async fn main() -> anyhow::Result<()> {
                     switchovers,
                     partitions,
                     db_kills,
+                    ctl_kills,
+                    pauses,
+                    seed,
+                    hostile_interval: (hostile_interval_ms > 0)
+                        .then(|| Duration::from_millis(hostile_interval_ms)),
                     failback: !no_failback,
                     restart_at_once: args.durability == "strict",
                     interval: Duration::from_millis(args.write_interval_ms.max(1)),
@@ -259,7 +290,18 @@ async fn main() -> anyhow::Result<()> {
                     rep.partitions - rep.fence_after_grant
                 );
             }
-            if rep.lost_tx > 0 || rep.dual_writers > 0 || rep.fence_after_grant > 0 {
+            if rep.ctl_kills > 0 || rep.pauses > 0 {
+                println!(
+                    "controller_kills={} pauses={} (all taken over, databases fenced by their watchdogs)",
+                    rep.ctl_kills, rep.pauses
+                );
+            }
+            if rep.lost_tx > 0
+                || rep.dual_writers > 0
+                || rep.fence_after_grant > 0
+                || rep.split_brain > 0
+                || rep.final_lost > 0
+            {
                 std::process::exit(1);
             }
         }
