@@ -2299,8 +2299,16 @@ fn timing_is_valid() {
 fn run_all(cfgs: Vec<Cfg>) {
     let mut failed = Vec::new();
     let (mut states, started) = (0, Instant::now());
+    // `MC_ONLY=name,name`: run only those configurations (on-demand runs).
+    let only = std::env::var("MC_ONLY").ok();
     for cfg in cfgs {
         let name = cfg.name;
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == name))
+        {
+            continue;
+        }
         let r = check(cfg, false);
         states += r.unique;
         if !r.found.is_empty() {

@@ -611,8 +611,15 @@ fn no_authority_steps(o: &Observed, peer: &str, peer_holds: bool, now: Mono, pla
     // otherwise raced the peer's failover and restarted the crashed server).
     if fenced_down(o) && !o.replication.needs_rebuild {
         let own = o.lease.as_ref().is_some_and(|l| l.state.holder == me);
+        // How long ago it expired: at the reading (witness time; negative while still valid),
+        // plus the local time since. The reading is refreshed every tick while this region
+        // has no authority, so "time since the reading" alone restarts at 0 each time and a
+        // lease that had already expired never looked expired long enough (found by the
+        // model's long run: a fenced home primary that the peer could not replace within the
+        // RPO never re-took its own lease).
         let expired_for = o.lease.as_ref().map_or(0, |l| {
-            now.since(l.received_at) - l.state.remaining_ms(l.witness_now)
+            let at_reading = l.state.expires_at.map_or(0, |e| l.witness_now.since(e));
+            at_reading + now.since(l.received_at)
         });
         // A lease never granted (epoch 0): the home primary takes it first (bootstrap).
         let bootstrap = o.lease.as_ref().is_some_and(|l| {

@@ -945,6 +945,32 @@ fn path5_timings_whose_worst_case_fence_misses_the_ttl_are_refused() {
 }
 
 #[test]
+fn a_fenced_stopped_database_retakes_its_own_expired_lease_from_a_fresh_reading() {
+    // The reading is re-taken every tick (received just now), and it says the lease expired
+    // 2 s ago at the witness: longer than the hold-down (1 s). Before the fix, the expiry was
+    // measured from the reading only, so it never looked expired for long enough.
+    let mut o = sample();
+    o.local.db = DbRole::Down;
+    o.local.read_only = true;
+    o.local.drained = true;
+    o.renewed = None;
+    o.spec.timing.hold_down_ms = 1_000;
+    let now = Mono(50_000);
+    if let Some(l) = o.lease.as_mut() {
+        let expired = l.state.expires_at.expect("granted");
+        l.witness_now = Millis(expired.0 + 2_000);
+        l.received_at = now;
+    }
+    assert_eq!(decide(&o, now).names(), ["acquire-lease"]);
+    // Expired only 500 ms ago at the witness: the peer still goes first.
+    if let Some(l) = o.lease.as_mut() {
+        let expired = l.state.expires_at.expect("granted");
+        l.witness_now = Millis(expired.0 + 500);
+    }
+    assert!(!decide(&o, now).has("acquire-lease"));
+}
+
+#[test]
 fn a_fenced_stopped_database_does_not_renew_and_retakes_only_its_own_lease_after_the_peer() {
     // The home primary's server is fenced and stopped (Down + read_only).
     let mut o = sample();
