@@ -445,6 +445,21 @@ fn primary_steps(o: &Observed, epoch: u64, peer: &str, now: Mono, plan: &mut Pla
     {
         promote_steps(o, epoch, peer, plan);
         plan.steps.retain(|s| !matches!(s, Step::Promote { .. }));
+        // The server was fenced and stopped while the operation ran (its controller died and
+        // the watchdog fenced it at the deadline): start it first, the durability steps need a
+        // running server (found by the drill's double failure: the resumed failover retried
+        // SuspendSync against a stopped server forever). Safe: the grant that brought us here
+        // carried a report taken from the stopped server (`synchronous: false`), and with the
+        // peer's name still set, commits wait until SuspendSync has reported again.
+        if fenced_down(o)
+            && let Some(i) = plan
+                .steps
+                .iter()
+                .position(|s| matches!(s, Step::Unfence { .. }))
+        {
+            let unfence = plan.steps.remove(i);
+            plan.steps.insert(0, unfence);
+        }
         return;
     }
     if l.read_only {

@@ -710,6 +710,38 @@ rules! {
         ],
         conditions: &[C::DurabilityDegraded],
     },
+    resumed_promotion_on_a_fenced_stopped_server_starts_it_first: Row {
+        name: "a resumed promotion whose server the watchdog fenced and stopped starts it first",
+        observed: || {
+            let mut o = standby_holding();
+            o.local = Local {
+                db: DbRole::Down,
+                read_only: true,
+                drained: true,
+                sync_suspended: false,
+            };
+            o.operation = Some(Operation {
+                id: "failover-2".into(),
+                kind: OpKind::Failover,
+                step: "suspend-sync".into(),
+                epoch: 2,
+                started_at: Millis(0),
+                lsn: None,
+                target: Some("b".into()),
+            });
+            o
+        },
+        now: 40_200,
+        steps: &[
+            "unfence",
+            "suspend-sync",
+            "undrain",
+            "flip-dns",
+            "audit",
+            "finish-operation",
+        ],
+        conditions: &[C::DurabilityDegraded],
+    },
 }
 
 #[test]
