@@ -19,10 +19,13 @@ python3 charts/tests/test_audits.py
 cargo test --workspace
 # A short Continuum drill on the real lab (PostgreSQL pair, PowerDNS, NATS, witness-server):
 # 2 kills, 1 switchover, 1 partition from the witness, 1 database-only kill, 1 controller-only
-# kill (database left running), 1 controller pause past the TTL and the approved failback at
-# TTL 6 s, with the hostile client writing to both databases; exits non-zero on a lost
+# kill (database left running), 1 controller pause past the TTL, 1 double failure (the
+# superseded old primary must stay fenced), 2 witness outages (short, longer than the TTL), a
+# switchover crashed at each step boundary on both sides, and the approved failback, at TTL
+# 6 s, with the hostile client writing to both databases; exits non-zero on a lost
 # transaction, two writers (the ledger's rounds or the checker's split-brain pairs), a
 # partitioned primary that did not fence before the grant, or a stuck failover.
 cargo build -p continuum-controller -p continuum-lab --bins
 "$CARGO_TARGET_DIR/debug/continuum-lab" drill --ttl 6 --renew 2 \
-  --kills 2 --switchovers 1 --partitions 1 --db-kills 1 --ctl-kills 1 --pauses 1 --seed 20261207 --dir "${TMPDIR:-/tmp}/continuum-ci-drill"
+  --kills 2 --switchovers 1 --partitions 1 --db-kills 1 --ctl-kills 1 --pauses 1 \
+  --double-failures 1 --witness-outages 2 --switchover-crashes --seed 20261207 --dir "${TMPDIR:-/tmp}/continuum-ci-drill"

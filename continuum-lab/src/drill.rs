@@ -210,6 +210,17 @@ pub struct DrillOptions {
     pub ctl_kills: u32,
     /// SIGSTOPs of the primary's controller for longer than the TTL, then SIGCONT.
     pub pauses: u32,
+    /// Double failures: the primary's region dies, the peer takes over, the peer's controller
+    /// dies and its lease lapses, the old primary returns (it must stay fenced), then the
+    /// peer's controller returns.
+    pub double_failures: u32,
+    /// Witness outages (both regions cut from the witness), alternately shorter than the
+    /// renew deadline and longer than the TTL.
+    pub witness_outages: u32,
+    /// Crash the switchover source and target at each step boundary their controllers
+    /// persist (discovered from one clean switchover), plus the target between acquiring the
+    /// lease and persisting its operation; each controller is restarted at once.
+    pub switchover_crashes: bool,
     /// Seed of the schedule's random phases (`None`: from the clock; printed either way).
     pub seed: Option<u64>,
     /// Interval of the hostile client (`None`: no hostile client).
@@ -238,6 +249,18 @@ pub struct DrillReport {
     pub ctl_kills: u32,
     /// Controller pauses done.
     pub pauses: u32,
+    /// Double failures done.
+    pub double_failures: u32,
+    /// Double failures in which the superseded old primary took writes (must be 0).
+    pub superseded_writes: u32,
+    /// Witness outages done.
+    pub witness_outages: u32,
+    /// Write unavailability per witness outage, ms.
+    pub outage_gap_ms: Vec<u64>,
+    /// Switchovers crashed at a step boundary: (side, step, first write after the crash, ms).
+    pub switchover_crashes: Vec<(String, String, u64)>,
+    /// Step boundaries that passed between two polls (not crashed).
+    pub switchover_crash_misses: u32,
     /// The seed the schedule ran with.
     pub seed: u64,
     /// Checker: split-brain pairs in the hostile client's history (must be 0).
@@ -609,6 +632,57 @@ pub async fn run(
         );
         lab.wait_healthy(heal).await?;
     }
+    for d in 0..opts.double_failures {
+        double_failure(lab, &w, ttl, heal, &mut rep).await?;
+        println!("[double failure {}/{}] done", d + 1, opts.double_failures);
+    }
+    for o in 0..opts.witness_outages {
+        let long = o % 2 == 1;
+        // Short: half a renew interval, so the renew deadline (more than one renew interval
+        // after the last grant) is never reached and nothing may change.
+        let hold = if long {
+            ttl + Duration::from_secs(2)
+        } else {
+            renew / 2
+        };
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        for r in REGIONS {
+            lab.partition_from_witness(r, true);
+        }
+        tokio::time::sleep(hold).await;
+        let healed = Instant::now();
+        for r in REGIONS {
+            lab.partition_from_witness(r, false);
+        }
+        let ack = wait_first_ack(&w, lab, None, healed, ttl * 2 + Duration::from_secs(60)).await?;
+        // Unavailability: from the last write acknowledged by either region before the heal
+        // to the first after it (0 when writes never stopped).
+        let last = (0..2)
+            .filter_map(|r| w.last_ack_before(r, healed))
+            .map(|a| a.acked)
+            .max();
+        let gap = last.map_or(0, |l| ack.acked.duration_since(l).as_millis() as u64);
+        rep.outage_gap_ms.push(gap);
+        let lost = lost_on(lab, &w, REGIONS[ack.region]).await?;
+        rep.lost_tx += lost;
+        rep.witness_outages += 1;
+        println!(
+            "[witness outage {}/{}] witness unreachable for {} ms ({}): writes unavailable {gap} ms; {} took writes after the heal; lost {lost}",
+            o + 1,
+            opts.witness_outages,
+            hold.as_millis(),
+            if long {
+                "longer than the TTL"
+            } else {
+                "half a renew interval"
+            },
+            REGIONS[ack.region]
+        );
+        lab.wait_healthy(heal).await?;
+    }
+    if opts.switchover_crashes {
+        switchover_crashes(lab, &w, ttl, heal, &mut rep).await?;
+    }
     if opts.failback {
         let home = REGIONS[0];
         if lab.primary().as_deref() == Some(home) {
@@ -678,6 +752,205 @@ pub async fn run(
         REGIONS[1]
     );
     Ok(rep)
+}
+
+/// Which steps each side of a switchover persists, in order, from one clean switchover.
+async fn switchover_steps(
+    lab: &mut Lab,
+    w: &Writer,
+    heal: Duration,
+    id: &str,
+) -> Result<Vec<(bool, String)>, LabError> {
+    let (src, dst) = primary_and_peer(lab)?;
+    let t0 = Instant::now();
+    lab.request_switchover(Some((id.to_owned(), dst.to_owned())))?;
+    let mut seen: Vec<(bool, String)> = Vec::new();
+    let mut last: [Option<String>; 2] = [None, None];
+    let deadline = t0 + Duration::from_secs(60);
+    while w.first_ack_after(index_of(dst), t0).is_none() || lab.operation_step(dst).is_some() {
+        for (i, (r, source)) in [(src.as_str(), true), (dst, false)].iter().enumerate() {
+            let step = lab.operation_step(r);
+            if step != last[i] {
+                if let Some(s) = &step
+                    && !seen.iter().any(|(src, st)| src == source && st == s)
+                {
+                    seen.push((*source, s.clone()));
+                }
+                last[i] = step;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Timeout(format!(
+                "the discovery switchover did not finish: {}",
+                lab.describe()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    lab.wait_healthy(heal).await?;
+    lab.request_switchover(None)?;
+    Ok(seen)
+}
+
+/// A switchover crashed at each step boundary (see [`DrillOptions::switchover_crashes`]).
+async fn switchover_crashes(
+    lab: &mut Lab,
+    w: &Writer,
+    ttl: Duration,
+    heal: Duration,
+    rep: &mut DrillReport,
+) -> Result<(), LabError> {
+    let mut points = switchover_steps(lab, w, heal, "drill-sw-discover").await?;
+    // Between the target's AcquireLease and its first persisted step (path 6).
+    points.insert(0, (false, "lease-acquired".to_owned()));
+    println!(
+        "[switchover crashes] step boundaries: {}",
+        points
+            .iter()
+            .map(|(s, st)| format!("{}:{st}", if *s { "source" } else { "target" }))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for (i, (source, step)) in points.iter().enumerate() {
+        let (src, dst) = primary_and_peer(lab)?;
+        let victim = if *source { src.clone() } else { dst.to_owned() };
+        let t0 = Instant::now();
+        lab.request_switchover(Some((format!("drill-sw-crash-{i}"), dst.to_owned())))?;
+        let deadline = t0 + Duration::from_secs(30);
+        let mut missed = false;
+        loop {
+            let hit = if step == "lease-acquired" {
+                lab.lease()
+                    .await
+                    .is_ok_and(|l| l.state.holder == dst && l.state.acquired_at.is_some())
+                    && lab.operation_step(dst).is_none()
+            } else {
+                lab.operation_step(&victim).as_deref() == Some(step.as_str())
+            };
+            if hit {
+                break;
+            }
+            // A step of a few ms can pass between two polls: the switchover then completes
+            // without it (both operations finished, the target took writes).
+            let finished = w.first_ack_after(index_of(dst), t0).is_some()
+                && lab.operation_step(dst).is_none()
+                && lab.operation_step(&src).is_none();
+            if finished || Instant::now() > deadline {
+                missed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if missed {
+            println!(
+                "[switchover crash {}/{}] {victim}:{step} passed between two polls: not crashed this time",
+                i + 1,
+                points.len()
+            );
+            rep.switchover_crash_misses += 1;
+            lab.wait_healthy(heal).await?;
+            lab.request_switchover(None)?;
+            continue;
+        }
+        let killed = Instant::now();
+        lab.kill_controller(&victim).await;
+        lab.spawn_controller(&victim)?;
+        let ack = wait_first_ack(w, lab, None, killed, ttl * 2 + Duration::from_secs(60)).await?;
+        let after = ack.acked.duration_since(killed).as_millis() as u64;
+        let lost = lost_on(lab, w, REGIONS[ack.region]).await?;
+        rep.lost_tx += lost;
+        println!(
+            "[switchover crash {}/{}] {} ({victim}) killed at {step}: {} took writes {after} ms later{}; lost {lost}",
+            i + 1,
+            points.len(),
+            if *source { "source" } else { "target" },
+            REGIONS[ack.region],
+            if Duration::from_millis(after) > ttl {
+                " (LONGER THAN ONE TTL)"
+            } else {
+                ""
+            }
+        );
+        rep.switchover_crashes.push((
+            if *source { "source" } else { "target" }.to_owned(),
+            step.clone(),
+            after,
+        ));
+        lab.wait_healthy(heal).await?;
+        lab.request_switchover(None)?;
+    }
+    Ok(())
+}
+
+/// One double failure (see [`DrillOptions::double_failures`]): the superseded old primary must
+/// not take writes while the peer that superseded it is down, and the peer's writes survive.
+async fn double_failure(
+    lab: &mut Lab,
+    w: &Writer,
+    ttl: Duration,
+    heal: Duration,
+    rep: &mut DrillReport,
+) -> Result<(), LabError> {
+    let (a, b) = primary_and_peer(lab)?;
+    let t0 = Instant::now();
+    lab.kill_region(&a).await?;
+    let ack = wait_first_ack(w, lab, Some(index_of(b)), t0, ttl + Duration::from_secs(60)).await?;
+    println!(
+        "  {a} killed: {b} took writes after {} ms; now {b}'s controller dies (its database stays up, its watchdog fences it)",
+        ack.acked.duration_since(t0).as_millis()
+    );
+    lab.kill_controller(b).await;
+    let lapse = Instant::now() + ttl + Duration::from_secs(30);
+    while lab.lease_remaining_ms().await.unwrap_or(1) > 0 {
+        if Instant::now() > lapse {
+            return Err(LabError::Timeout(format!(
+                "{b}'s lease did not lapse: {}",
+                lab.describe()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = Instant::now();
+    lab.restart_region(&a).await?;
+    // The old primary's last grant was superseded by b's: it must stay fenced (no acquire),
+    // however long b is away. Watch it for a TTL and more.
+    tokio::time::sleep(ttl + Duration::from_secs(3)).await;
+    let took = w.first_ack_after(index_of(&a), back);
+    if let Some(bad) = &took {
+        rep.superseded_writes += 1;
+        eprintln!(
+            "SUPERSEDED PRIMARY TOOK WRITES: {a} acknowledged row {} {} ms after it returned, while {b}'s controller was down",
+            bad.n,
+            bad.acked.duration_since(back).as_millis()
+        );
+    }
+    println!(
+        "  {b}'s lease lapsed; {a} returned and {} for {} ms; {b}'s controller returns",
+        if took.is_some() {
+            "TOOK WRITES"
+        } else {
+            "stayed fenced"
+        },
+        back.elapsed().as_millis()
+    );
+    let t1 = Instant::now();
+    lab.spawn_controller(b)?;
+    let ack = wait_first_ack(
+        w,
+        lab,
+        Some(index_of(b)),
+        t1,
+        ttl * 2 + Duration::from_secs(60),
+    )
+    .await?;
+    let lost = lost_on(lab, w, b).await?;
+    rep.lost_tx += lost;
+    rep.double_failures += 1;
+    println!(
+        "  {b} re-took its own lease and took writes {} ms after its controller returned; lost {lost}",
+        ack.acked.duration_since(t1).as_millis()
+    );
+    lab.wait_healthy(heal).await
 }
 
 /// The independent checker, once the writers stopped: reads the final primary's tables and

@@ -558,6 +558,14 @@ impl Lab {
         }
     }
 
+    /// The step region `r`'s controller persisted last for its operation in progress
+    /// (`operation.json`; `None`: no operation).
+    pub fn operation_step(&self, r: &str) -> Option<String> {
+        let body = std::fs::read(self.opts.dir.join(r).join("operation.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        v.get("operation")?.get("step")?.as_str().map(str::to_owned)
+    }
+
     /// Region `r`'s last status (None before its first write).
     pub fn status(&self, r: &str) -> Option<RegionStatus> {
         read_status(&self.opts.dir.join(r).join("status.json")).ok()

@@ -58,6 +58,22 @@ enum Cmd {
         /// pause), then SIGCONTed; it must find its lease gone and stay fenced.
         #[arg(long, default_value_t = 0)]
         pauses: u32,
+        /// Double failures: the primary's region dies, the peer takes over, the peer's
+        /// controller dies and its lease lapses, the old primary returns and must stay fenced
+        /// (its last grant was superseded), then the peer's controller returns and re-takes its
+        /// own lease.
+        #[arg(long, default_value_t = 0)]
+        double_failures: u32,
+        /// Witness outages: both regions cut from the witness, alternately for less than the
+        /// renew deadline (nothing may change) and for longer than the TTL (the primary fences,
+        /// then a region re-takes the lease).
+        #[arg(long, default_value_t = 0)]
+        witness_outages: u32,
+        /// Crash the switchover source and target at each step boundary (the steps their
+        /// controllers persist, found by one clean switchover, plus the target between acquiring
+        /// the lease and persisting its operation); each controller restarts at once.
+        #[arg(long)]
+        switchover_crashes: bool,
         /// Seed of the schedule's random phases (default: from the clock; printed).
         #[arg(long, env = "DRILL_SEED")]
         seed: Option<u64>,
@@ -227,6 +243,9 @@ async fn main() -> anyhow::Result<()> {
             db_kills,
             ctl_kills,
             pauses,
+            double_failures,
+            witness_outages,
+            switchover_crashes,
             seed,
             hostile_interval_ms,
             no_failback,
@@ -256,6 +275,9 @@ async fn main() -> anyhow::Result<()> {
                     db_kills,
                     ctl_kills,
                     pauses,
+                    double_failures,
+                    witness_outages,
+                    switchover_crashes,
                     seed,
                     hostile_interval: (hostile_interval_ms > 0)
                         .then(|| Duration::from_millis(hostile_interval_ms)),
@@ -296,7 +318,35 @@ async fn main() -> anyhow::Result<()> {
                     rep.ctl_kills, rep.pauses
                 );
             }
+            if !rep.switchover_crashes.is_empty() {
+                let worst = rep
+                    .switchover_crashes
+                    .iter()
+                    .map(|c| c.2)
+                    .max()
+                    .unwrap_or(0);
+                println!(
+                    "switchover_crashes={} missed={} worst_writer_after_ms={worst}",
+                    rep.switchover_crashes.len(),
+                    rep.switchover_crash_misses
+                );
+            }
+            if rep.double_failures > 0 {
+                println!(
+                    "double_failures={} superseded_writes={}",
+                    rep.double_failures, rep.superseded_writes
+                );
+            }
+            if rep.witness_outages > 0 {
+                println!(
+                    "witness_outages={} outage_gap_p50_ms={} outage_gap_max_ms={}",
+                    rep.witness_outages,
+                    drill::quantile(&rep.outage_gap_ms, 0.5),
+                    drill::quantile(&rep.outage_gap_ms, 1.0)
+                );
+            }
             if rep.lost_tx > 0
+                || rep.superseded_writes > 0
                 || rep.dual_writers > 0
                 || rep.fence_after_grant > 0
                 || rep.split_brain > 0
