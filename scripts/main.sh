@@ -6,6 +6,7 @@
 #                                          no tokens: loopback only); Ctrl-C stops it
 #   scripts/main.sh drill [args]           Continuum's drill on the two-region lab (default:
 #                                          TTL 6 s, 20 kills, 10 switchovers, the failback)
+#   scripts/main.sh campaign [args]        seeded fault campaign (default: 20 runs, seed 1, TTL 6 s)
 #   scripts/main.sh lab [args]             keep the two-region lab running (Ctrl-C stops it)
 # Extra arguments go to the program (see its --help).
 set -euo pipefail
@@ -19,6 +20,10 @@ case "${1:-flow-server}" in
     shift
     if [ "$#" -eq 0 ]; then set -- --ttl 6 --renew 2 --kills 20 --switchovers 10; fi
     exec "$bin/continuum-lab" drill "$@" ;;
+  campaign)
+    shift
+    if [ "$#" -eq 0 ]; then set -- --runs 20 --seed 1 --ttl 6 --renew 2; fi
+    exec "$bin/continuum-lab" campaign "$@" ;;
   lab)
     shift
     if [ "$#" -eq 0 ]; then set -- --ttl 6 --renew 2; fi

@@ -29,3 +29,7 @@ cargo build -p continuum-controller -p continuum-lab --bins
 "$CARGO_TARGET_DIR/debug/continuum-lab" drill --ttl 6 --renew 2 \
   --kills 2 --switchovers 1 --partitions 1 --db-kills 1 --ctl-kills 1 --pauses 1 \
   --double-failures 1 --witness-outages 2 --switchover-crashes --seed 20261207 --dir "${TMPDIR:-/tmp}/continuum-ci-drill"
+# The short seeded campaign: 5 runs, each a fresh lab with 2-3 faults drawn from the seed; one
+# line per run and a `campaign: …` summary; exits non-zero on a loss, two writers or a stuck run.
+"$CARGO_TARGET_DIR/debug/continuum-lab" campaign --runs 5 --seed 20261207 --ttl 6 --renew 2 \
+  --dir "${TMPDIR:-/tmp}/continuum-ci-campaign"

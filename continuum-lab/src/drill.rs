@@ -285,6 +285,9 @@ pub struct DrillReport {
     pub rto_ms: Vec<u64>,
     /// Switchover write unavailability, ms.
     pub switchover_ms: Vec<u64>,
+    /// Fault → first acknowledged write on the other region, ms, per fault kind (`kill`,
+    /// `controller-kill`, `pause`, `db-kill`, `partition`, `double-failure`).
+    pub rto_by_kind: std::collections::BTreeMap<String, Vec<u64>>,
     /// Acknowledged writes in total.
     pub acked: usize,
 }
@@ -301,6 +304,17 @@ pub fn quantile(v: &[u64], q: f64) -> u64 {
 }
 
 impl DrillReport {
+    /// Records a takeover of fault `kind` (the kills and pauses also count in the RTO line).
+    fn takeover(&mut self, kind: &str, ms: u64) {
+        if matches!(kind, "kill" | "controller-kill" | "pause") {
+            self.rto_ms.push(ms);
+        }
+        self.rto_by_kind
+            .entry(kind.to_owned())
+            .or_default()
+            .push(ms);
+    }
+
     /// The one summary line.
     pub fn line(&self) -> String {
         format!(
@@ -476,7 +490,7 @@ pub async fn run(
             };
             let other = REGIONS[ack.region];
             let rto = ack.acked.duration_since(t0).as_millis() as u64;
-            rep.rto_ms.push(rto);
+            rep.takeover("kill", rto);
             let lost = lost_on(lab, &w, other).await?;
             rep.lost_tx += lost;
             rep.kills += 1;
@@ -532,6 +546,7 @@ pub async fn run(
         if margin <= 0 {
             rep.fence_after_grant += 1;
         }
+        rep.takeover("partition", ack.acked.duration_since(t0).as_millis() as u64);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
         rep.partitions += 1;
@@ -558,6 +573,7 @@ pub async fn run(
             ttl * 2 + Duration::from_secs(60),
         )
         .await?;
+        rep.takeover("db-kill", ack.acked.duration_since(t0).as_millis() as u64);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
         rep.db_kills += 1;
@@ -586,7 +602,7 @@ pub async fn run(
         )
         .await?;
         let rto = ack.acked.duration_since(t0).as_millis() as u64;
-        rep.rto_ms.push(rto);
+        rep.takeover("controller-kill", rto);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
         rep.ctl_kills += 1;
@@ -620,7 +636,7 @@ pub async fn run(
         lab.pause_controller(&primary, false)?;
         let ack = ack?;
         let rto = ack.acked.duration_since(t0).as_millis() as u64;
-        rep.rto_ms.push(rto);
+        rep.takeover("pause", rto);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
         rep.pauses += 1;
@@ -895,6 +911,10 @@ async fn double_failure(
     let t0 = Instant::now();
     lab.kill_region(&a).await?;
     let ack = wait_first_ack(w, lab, Some(index_of(b)), t0, ttl + Duration::from_secs(60)).await?;
+    rep.takeover(
+        "double-failure",
+        ack.acked.duration_since(t0).as_millis() as u64,
+    );
     println!(
         "  {a} killed: {b} took writes after {} ms; now {b}'s controller dies (its database stays up, its watchdog fences it)",
         ack.acked.duration_since(t0).as_millis()

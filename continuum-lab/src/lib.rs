@@ -2,6 +2,7 @@
 //! See `lab` and `drill`. Kept out of `continuum-controller` so the product binary does not
 //! link `testkit`.
 
+pub mod campaign;
 pub mod drill;
 pub mod hostile;
 pub mod lab;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use continuum_lab::campaign;
 use continuum_lab::drill::{self, DrillOptions};
 use continuum_lab::lab::{Lab, LabInfo, LabOptions};
 
@@ -31,6 +32,25 @@ enum Cmd {
         /// Lab directory.
         #[arg(long, default_value = ".lab")]
         dir: PathBuf,
+    },
+    /// Many drills, each on a fresh lab with two or three faults drawn from the seed (kills,
+    /// controller kills, pauses, database kills, witness partitions, double failures, witness
+    /// outages, switchovers, switchovers crashed step by step; a failback one run in three),
+    /// with the hostile client and the checker. Prints one `campaign run …` line per run, the
+    /// takeover times per fault kind and one `campaign: …` summary line; exits 1 on any lost
+    /// acknowledged write, any two writers, or any run that could not finish.
+    Campaign {
+        /// Runs.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Campaign seed: run i's schedule and phases come from it (printed per run).
+        #[arg(long, env = "CAMPAIGN_SEED", default_value_t = 1)]
+        seed: u64,
+        /// Interval of the hostile client, ms (0: none).
+        #[arg(long, default_value_t = 50)]
+        hostile_interval_ms: u64,
+        #[command(flatten)]
+        lab: LabArgs,
     },
     /// Start a lab, then kill, switch over and fail back while a writer keeps a ledger; prints
     /// progress and one `drill: …` summary line; exits 1 if a transaction was lost or two
@@ -91,7 +111,7 @@ enum Cmd {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct LabArgs {
     /// Lab directory (config, endpoints, status files, controller logs). Wiped at start.
     #[arg(long, default_value = ".lab")]
@@ -235,6 +255,80 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             anyhow::bail!("lab process {} did not stop within 30 s", info.pid);
+        }
+        Cmd::Campaign {
+            runs,
+            seed,
+            hostile_interval_ms,
+            lab: args,
+        } => {
+            let mut summary = campaign::Summary::default();
+            let interval = Duration::from_millis(args.write_interval_ms.max(1));
+            let hostile =
+                (hostile_interval_ms > 0).then(|| Duration::from_millis(hostile_interval_ms));
+            let (ttl, renew) = (
+                Duration::from_secs(u64::from(args.ttl)),
+                Duration::from_secs(u64::from(args.renew)),
+            );
+            println!(
+                "campaign: {runs} runs, seed {seed}, TTL {} s, renew {} s, durability {}, in {}",
+                args.ttl,
+                args.renew,
+                args.durability,
+                args.dir.display()
+            );
+            for i in 0..runs {
+                let run_seed = campaign::run_seed(seed, i);
+                let opts = campaign::schedule(run_seed, interval, hostile);
+                let faults = campaign::faults(&opts)
+                    .iter()
+                    .map(|(k, n)| format!("{k}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                println!(
+                    "campaign run {}/{runs} seed={run_seed} faults={faults}",
+                    i + 1
+                );
+                let mut run_args = args.clone();
+                run_args.dir = args.dir.join(format!("run-{}", i + 1));
+                let result = async {
+                    let mut lab = Lab::up(run_args.options()?).await?;
+                    let r = drill::run(&mut lab, &opts, ttl, renew).await;
+                    lab.down().await;
+                    anyhow::Ok(r?)
+                }
+                .await;
+                match result {
+                    Ok(rep) => {
+                        println!(
+                            "campaign run {}/{runs} seed={run_seed} faults={faults} lost_tx={} split_brain={} dual_writers={} superseded_writes={} rto_p50_ms={} rto_p99_ms={}",
+                            i + 1,
+                            rep.lost_tx + rep.final_lost,
+                            rep.split_brain,
+                            rep.dual_writers,
+                            rep.superseded_writes,
+                            drill::quantile(&rep.rto_ms, 0.5),
+                            drill::quantile(&rep.rto_ms, 0.99),
+                        );
+                        summary.add(&opts, &rep);
+                    }
+                    Err(e) => {
+                        println!(
+                            "campaign run {}/{runs} seed={run_seed} faults={faults} FAILED: {e} (logs in {})",
+                            i + 1,
+                            run_args.dir.display()
+                        );
+                        summary.add_failed(i + 1, run_seed, &opts, e.to_string());
+                    }
+                }
+            }
+            for l in summary.per_kind() {
+                println!("{l}");
+            }
+            println!("{}", summary.line());
+            if !summary.clean() {
+                std::process::exit(1);
+            }
         }
         Cmd::Drill {
             kills,
