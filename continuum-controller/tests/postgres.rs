@@ -371,6 +371,66 @@ async fn rebuild_rewinds_the_crashed_old_primary_into_a_standby_of_the_new_one()
     assert_eq!(sync.sync_names, "FIRST 1 (\"primary\")");
 }
 
+/// A supervisor (systemd, an instance manager, the lab's drill) may restart a crashed server at
+/// any moment, also while the controller rebuilds it. The rebuild used to remove
+/// `standby.signal` under the directory's own name before pg_rewind (whose single-user crash
+/// recovery refuses it): a restart in that window came up as a WRITABLE primary on the old
+/// timeline while the peer was primary. The drill's hostile client and checker found it in CI
+/// (`split_brain=3`). Now the rebuild works on the directory under another name.
+#[tokio::test]
+async fn a_supervisor_restarting_the_server_during_a_rebuild_never_gets_a_writable_primary() {
+    use continuum_controller::adapters::postgres::postmaster_alive;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pair = PgPair::start().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 20).await;
+    drop(c);
+    // The controller's fence (marker + standby.signal), then a crash: the old primary needs
+    // crash recovery before pg_rewind can run.
+    continuum_controller::adapters::postgres::write_fence_files(pair.primary().data_dir(), 2)
+        .unwrap();
+    pair.kill_primary().await.unwrap();
+    let s = standby_db(&pair);
+    s.promote(3).await.unwrap();
+    write_rows(pair.standby(), 20, 30).await;
+
+    let p = primary_db(&pair);
+    let done = AtomicBool::new(false);
+    // Polled every millisecond while the rebuild runs: the directory under its own name, with
+    // no standby.signal and no live postmaster holding its lock, is exactly when a
+    // supervisor's start comes up as a writable primary.
+    let dir = pair.primary().data_dir().to_owned();
+    let watcher = async {
+        let mut open_ms = 0u32;
+        while !done.load(Ordering::SeqCst) {
+            if dir.join("PG_VERSION").exists()
+                && !dir.join("standby.signal").exists()
+                && !postmaster_alive(&dir)
+            {
+                open_ms += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        open_ms
+    };
+    let rebuild = async {
+        let r = p.rebuild("standby", 3).await;
+        done.store(true, Ordering::SeqCst);
+        r
+    };
+    let (open_ms, rebuilt) = tokio::join!(watcher, rebuild);
+    rebuilt.unwrap();
+    assert_eq!(
+        open_ms, 0,
+        "the data directory could be started as a writable primary for ~{open_ms} ms of the rebuild"
+    );
+    wait_streaming_standby(&p, "rebuilt node streams").await;
+    wait_rows(pair.primary(), "rebuilt node has the new rows", 30).await;
+}
+
 #[tokio::test]
 async fn rebuild_re_clones_when_the_old_primary_lost_its_data_directory() {
     let pair = PgPair::start().await.unwrap();
