@@ -25,6 +25,7 @@
 
 pub mod adapters;
 pub mod audit;
+pub mod cli;
 pub mod crd;
 pub mod decide;
 pub mod exec;

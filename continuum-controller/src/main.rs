@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use continuum_controller::cli::{init_tracing, shutdown_signal};
 use continuum_controller::decide::{self, Mono, Observed, SwitchoverRequest};
 use continuum_controller::standalone::{self, Endpoints, RegionStatus, RunOptions, Secrets};
 
@@ -125,30 +126,6 @@ enum Cmd {
     /// Operator commands against a cluster via kubeconfig: `k status`, `k plan <name> --to`,
     /// `k switchover <name> --to`, `k approve-failback <name>`.
     K(continuum_controller::kube::cli::KubeArgs),
-}
-
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
 
 fn status_path(p: &std::path::Path) -> PathBuf {

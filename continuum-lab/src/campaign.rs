@@ -38,8 +38,9 @@ pub fn run_seed(seed: u64, i: u32) -> u64 {
 }
 
 /// The fault kinds a schedule draws from.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "kill",
+    "db-pause",
     "controller-kill",
     "pause",
     "db-kill",
@@ -62,6 +63,7 @@ pub fn schedule(run_seed: u64, interval: Duration, hostile: Option<Duration>) ->
         db_kills: 0,
         ctl_kills: 0,
         pauses: 0,
+        db_pauses: 0,
         double_failures: 0,
         witness_outages: 0,
         switchover_crashes: false,
@@ -77,6 +79,7 @@ pub fn schedule(run_seed: u64, interval: Duration, hostile: Option<Duration>) ->
             "kill" => o.kills += 1,
             "controller-kill" => o.ctl_kills += 1,
             "pause" => o.pauses += 1,
+            "db-pause" => o.db_pauses += 1,
             "db-kill" => o.db_kills += 1,
             "partition" => o.partitions += 1,
             "double-failure" => o.double_failures += 1,
@@ -100,6 +103,7 @@ pub fn faults(o: &DrillOptions) -> Vec<(&'static str, u32)> {
         ("kill", o.kills),
         ("controller-kill", o.ctl_kills),
         ("pause", o.pauses),
+        ("db-pause", o.db_pauses),
         ("db-kill", o.db_kills),
         ("partition", o.partitions),
         ("double-failure", o.double_failures),

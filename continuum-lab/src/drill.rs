@@ -210,6 +210,9 @@ pub struct DrillOptions {
     pub ctl_kills: u32,
     /// SIGSTOPs of the primary's controller for longer than the TTL, then SIGCONT.
     pub pauses: u32,
+    /// SIGSTOPs of the primary's whole database (postmaster and backends) for longer than the
+    /// TTL, then SIGCONT: commits hang, a fence's stop signal waits in the frozen server.
+    pub db_pauses: u32,
     /// Double failures: the primary's region dies, the peer takes over, the peer's controller
     /// dies and its lease lapses, the old primary returns (it must stay fenced), then the
     /// peer's controller returns.
@@ -249,6 +252,8 @@ pub struct DrillReport {
     pub ctl_kills: u32,
     /// Controller pauses done.
     pub pauses: u32,
+    /// Database freezes done.
+    pub db_pauses: u32,
     /// Double failures done.
     pub double_failures: u32,
     /// Double failures in which the superseded old primary took writes (must be 0).
@@ -584,6 +589,54 @@ pub async fn run(
             ack.acked.duration_since(t0).as_millis()
         );
         lab.restart_database(&primary).await?;
+        lab.wait_healthy(heal).await?;
+    }
+    for p in 0..opts.db_pauses {
+        let (primary, other) = primary_and_peer(lab)?;
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.freeze_database(&primary, true)?;
+        let ack = wait_first_ack(
+            &w,
+            lab,
+            Some(index_of(other)),
+            t0,
+            ttl * 2 + Duration::from_secs(60),
+        )
+        .await;
+        let held = t0.elapsed();
+        if held < ttl + Duration::from_secs(2) {
+            tokio::time::sleep(ttl + Duration::from_secs(2) - held).await;
+        }
+        // Resumed: the frozen backends run again, with whatever the fence sent them pending.
+        let resumed = Instant::now();
+        lab.freeze_database(&primary, false)?;
+        let ack = ack?;
+        let rto = ack.acked.duration_since(t0).as_millis() as u64;
+        rep.takeover("db-pause", rto);
+        // Nothing the old primary acknowledges after the peer took over may count: the
+        // ordinary writer's commits waited on the peer (now promoted), so none may complete.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let late = w
+            .first_ack_after(index_of(&primary), t0)
+            .filter(|a| a.acked > ack.acked);
+        if let Some(a) = &late {
+            rep.superseded_writes += 1;
+            eprintln!(
+                "FROZEN OLD PRIMARY ACKNOWLEDGED row {} after {other} took over",
+                a.n
+            );
+        }
+        let lost = lost_on(lab, &w, other).await?;
+        rep.lost_tx += lost;
+        rep.db_pauses += 1;
+        println!(
+            "[database freeze {}/{}] {primary}'s database SIGSTOPped for {} ms: {other} took writes after {rto} ms; late acknowledgements from the old primary: {}; lost {lost}; resumed",
+            p + 1,
+            opts.db_pauses,
+            resumed.duration_since(t0).as_millis(),
+            usize::from(late.is_some())
+        );
         lab.wait_healthy(heal).await?;
     }
     for k in 0..opts.ctl_kills {

@@ -445,6 +445,14 @@ impl Lab {
             .map_err(|e| LabError::Failed(format!("{sig} to {r}'s controller: {e}")))
     }
 
+    /// Freezes (`true`: SIGSTOP of the postmaster and every child) or resumes region `r`'s
+    /// database; its controller and watchdog keep running.
+    pub fn freeze_database(&self, r: &str, stop: bool) -> Result<(), LabError> {
+        node(&self.pair, r)
+            .freeze_server(stop)
+            .map_err(|e| LabError::Failed(format!("freezing {r}'s database: {e}")))
+    }
+
     /// SIGKILLs only region `r`'s controller (its database and watchdog stay up).
     pub async fn kill_controller(&mut self, r: &str) {
         sigkill(self.controllers.remove(r)).await;

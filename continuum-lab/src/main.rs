@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use continuum_controller::cli::{init_tracing, shutdown_signal};
 use continuum_lab::campaign;
 use continuum_lab::drill::{self, DrillOptions};
 use continuum_lab::lab::{Lab, LabInfo, LabOptions};
@@ -56,59 +57,94 @@ enum Cmd {
     /// progress and one `drill: …` summary line; exits 1 if a transaction was lost or two
     /// regions accepted writes.
     Drill {
-        /// Kills (SIGKILL of the primary region's database, route and controller).
-        #[arg(long, default_value_t = 2)]
-        kills: u32,
-        /// Planned switchovers.
-        #[arg(long, default_value_t = 1)]
-        switchovers: u32,
-        /// Partitions: the primary region is cut from the witness (TCP, through the lab's
-        /// proxy) and must self-fence before the standby is granted the lease.
-        #[arg(long, default_value_t = 0)]
-        partitions: u32,
-        /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
-        /// controller must stop renewing so the standby takes over.
-        #[arg(long, default_value_t = 0)]
-        db_kills: u32,
-        /// Controller-only kills: the primary's controller is SIGKILLed while its database and
-        /// watchdog keep running; the watchdog must fence it at the lease deadline.
-        #[arg(long, default_value_t = 0)]
-        ctl_kills: u32,
-        /// Pauses: the primary's controller is SIGSTOPped for longer than the TTL (a GC or VM
-        /// pause), then SIGCONTed; it must find its lease gone and stay fenced.
-        #[arg(long, default_value_t = 0)]
-        pauses: u32,
-        /// Double failures: the primary's region dies, the peer takes over, the peer's
-        /// controller dies and its lease lapses, the old primary returns and must stay fenced
-        /// (its last grant was superseded), then the peer's controller returns and re-takes its
-        /// own lease.
-        #[arg(long, default_value_t = 0)]
-        double_failures: u32,
-        /// Witness outages: both regions cut from the witness, alternately for less than the
-        /// renew deadline (nothing may change) and for longer than the TTL (the primary fences,
-        /// then a region re-takes the lease).
-        #[arg(long, default_value_t = 0)]
-        witness_outages: u32,
-        /// Crash the switchover source and target at each step boundary (the steps their
-        /// controllers persist, found by one clean switchover, plus the target between acquiring
-        /// the lease and persisting its operation); each controller restarts at once.
-        #[arg(long)]
-        switchover_crashes: bool,
-        /// Seed of the schedule's random phases (default: from the clock; printed).
-        #[arg(long, env = "DRILL_SEED")]
-        seed: Option<u64>,
-        /// Interval of the hostile client, ms (0: none). It writes straight to both databases
-        /// as the application role with `default_transaction_read_only = off`, `BEGIN READ
-        /// WRITE` and `synchronous_commit = local`; the checker looks for split brain in what
-        /// it got acknowledged.
-        #[arg(long, default_value_t = 50)]
-        hostile_interval_ms: u64,
-        /// Skip the approved failback at the end.
-        #[arg(long)]
-        no_failback: bool,
+        #[command(flatten)]
+        drill: DrillFlags,
         #[command(flatten)]
         lab: LabArgs,
     },
+}
+
+/// The drill's faults and clients (see `continuum-lab drill --help`).
+#[derive(Debug, Clone, clap::Args)]
+struct DrillFlags {
+    /// Kills (SIGKILL of the primary region's database, route and controller).
+    #[arg(long, default_value_t = 2)]
+    kills: u32,
+    /// Planned switchovers.
+    #[arg(long, default_value_t = 1)]
+    switchovers: u32,
+    /// Partitions: the primary region is cut from the witness (TCP, through the lab's
+    /// proxy) and must self-fence before the standby is granted the lease.
+    #[arg(long, default_value_t = 0)]
+    partitions: u32,
+    /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
+    /// controller must stop renewing so the standby takes over.
+    #[arg(long, default_value_t = 0)]
+    db_kills: u32,
+    /// Controller-only kills: the primary's controller is SIGKILLed while its database and
+    /// watchdog keep running; the watchdog must fence it at the lease deadline.
+    #[arg(long, default_value_t = 0)]
+    ctl_kills: u32,
+    /// Pauses: the primary's controller is SIGSTOPped for longer than the TTL (a GC or VM
+    /// pause), then SIGCONTed; it must find its lease gone and stay fenced.
+    #[arg(long, default_value_t = 0)]
+    pauses: u32,
+    /// Database freezes: the primary's PostgreSQL (postmaster and backends) is SIGSTOPped for
+    /// longer than the TTL, then SIGCONTed; the peer must take over, and the frozen old
+    /// primary must acknowledge nothing once resumed.
+    #[arg(long, default_value_t = 0)]
+    db_pauses: u32,
+    /// Double failures: the primary's region dies, the peer takes over, the peer's
+    /// controller dies and its lease lapses, the old primary returns and must stay fenced
+    /// (its last grant was superseded), then the peer's controller returns and re-takes its
+    /// own lease.
+    #[arg(long, default_value_t = 0)]
+    double_failures: u32,
+    /// Witness outages: both regions cut from the witness, alternately for less than the
+    /// renew deadline (nothing may change) and for longer than the TTL (the primary fences,
+    /// then a region re-takes the lease).
+    #[arg(long, default_value_t = 0)]
+    witness_outages: u32,
+    /// Crash the switchover source and target at each step boundary (the steps their
+    /// controllers persist, found by one clean switchover, plus the target between acquiring
+    /// the lease and persisting its operation); each controller restarts at once.
+    #[arg(long)]
+    switchover_crashes: bool,
+    /// Seed of the schedule's random phases (default: from the clock; printed).
+    #[arg(long, env = "DRILL_SEED")]
+    seed: Option<u64>,
+    /// Interval of the hostile client, ms (0: none). It writes straight to both databases
+    /// as the application role with `default_transaction_read_only = off`, `BEGIN READ
+    /// WRITE` and `synchronous_commit = local`; the checker looks for split brain in what
+    /// it got acknowledged.
+    #[arg(long, default_value_t = 50)]
+    hostile_interval_ms: u64,
+    /// Skip the approved failback at the end.
+    #[arg(long)]
+    no_failback: bool,
+}
+
+impl DrillFlags {
+    fn options(&self, write_interval_ms: u64, restart_at_once: bool) -> DrillOptions {
+        DrillOptions {
+            kills: self.kills,
+            switchovers: self.switchovers,
+            partitions: self.partitions,
+            db_kills: self.db_kills,
+            ctl_kills: self.ctl_kills,
+            pauses: self.pauses,
+            db_pauses: self.db_pauses,
+            double_failures: self.double_failures,
+            witness_outages: self.witness_outages,
+            switchover_crashes: self.switchover_crashes,
+            seed: self.seed,
+            hostile_interval: (self.hostile_interval_ms > 0)
+                .then(|| Duration::from_millis(self.hostile_interval_ms)),
+            failback: !self.no_failback,
+            restart_at_once,
+            interval: Duration::from_millis(write_interval_ms.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -158,15 +194,6 @@ impl LabArgs {
     }
 }
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-}
-
 /// `--controller-bin`, or `continuum-controller` next to this executable.
 fn controller_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
@@ -181,21 +208,6 @@ fn controller_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
             "no continuum-controller next to {}: build it (`cargo build -p continuum-controller`) or pass --controller-bin",
             me.display()
         )
-    }
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }
 
@@ -331,18 +343,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Drill {
-            kills,
-            switchovers,
-            partitions,
-            db_kills,
-            ctl_kills,
-            pauses,
-            double_failures,
-            witness_outages,
-            switchover_crashes,
-            seed,
-            hostile_interval_ms,
-            no_failback,
+            drill: flags,
             lab: args,
         } => {
             let opts = args.options()?;
@@ -362,23 +363,7 @@ async fn main() -> anyhow::Result<()> {
             );
             let result = drill::run(
                 &mut lab,
-                &DrillOptions {
-                    kills,
-                    switchovers,
-                    partitions,
-                    db_kills,
-                    ctl_kills,
-                    pauses,
-                    double_failures,
-                    witness_outages,
-                    switchover_crashes,
-                    seed,
-                    hostile_interval: (hostile_interval_ms > 0)
-                        .then(|| Duration::from_millis(hostile_interval_ms)),
-                    failback: !no_failback,
-                    restart_at_once: args.durability == "strict",
-                    interval: Duration::from_millis(args.write_interval_ms.max(1)),
-                },
+                &flags.options(args.write_interval_ms, args.durability == "strict"),
                 Duration::from_secs(u64::from(args.ttl)),
                 Duration::from_secs(u64::from(args.renew)),
             )
@@ -405,6 +390,9 @@ async fn main() -> anyhow::Result<()> {
                     rep.partitions,
                     rep.partitions - rep.fence_after_grant
                 );
+            }
+            if rep.db_pauses > 0 {
+                println!("database_freezes={} (all taken over)", rep.db_pauses);
             }
             if rep.ctl_kills > 0 || rep.pauses > 0 {
                 println!(

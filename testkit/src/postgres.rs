@@ -302,6 +302,39 @@ impl Pg {
         Ok(())
     }
 
+    /// SIGSTOPs (`true`) or SIGCONTs (`false`) the server: its postmaster and every child, so
+    /// that the whole database hangs (a frozen VM, a stuck disk) rather than dies. Signals
+    /// sent to it meanwhile (a fence's `pg_ctl stop`) wait until it is resumed.
+    pub fn freeze_server(&self, stop: bool) -> Result<()> {
+        let pid = self.postmaster_pid().ok_or_else(|| HarnessError::State {
+            context: format!("freezing {}", self.name),
+            detail: "no postmaster.pid: the server is not running".into(),
+        })?;
+        let sig = if stop {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        let postmaster = Pid::from_raw(pid);
+        if stop {
+            // The postmaster first, so it forks nothing new while its children stop.
+            kill(postmaster, sig).map_err(|e| HarnessError::Sys {
+                context: format!("{sig} to postmaster {pid} of {}", self.name),
+                source: e,
+            })?;
+        }
+        for child in children_of(pid) {
+            let _ = kill(Pid::from_raw(child), sig);
+        }
+        if !stop {
+            kill(postmaster, sig).map_err(|e| HarnessError::Sys {
+                context: format!("{sig} to postmaster {pid} of {}", self.name),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Crashes the server like a power cut: the postmaster is frozen (SIGSTOP, so it forks no
     /// more), then it and every child process (backends, walsender/walreceiver, checkpointer...)
     /// get SIGKILL; returns once none of them runs. PostgreSQL children are session leaders of
