@@ -538,12 +538,26 @@ impl Lab {
         if pg.is_running() {
             return Ok(());
         }
-        if boot_fenced(pg)? {
+        // No data directory under its name: the region's controller is rebuilding it (the
+        // rebuild works on it under another name and starts it itself). A supervisor's start
+        // fails then; so does nothing here.
+        if !pg.data_dir().exists() {
             return Ok(());
         }
-        pg.start_server()
-            .await
-            .map_err(|e| LabError::Failed(format!("starting {r}'s database: {e}")))
+        // The controller may take the directory for a rebuild at any moment (it renames it):
+        // a start that fails because the directory is gone is that race, not an error.
+        let gone = || !pg.data_dir().exists();
+        match boot_fenced(pg) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(_) if gone() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match pg.start_server().await {
+            Ok(()) => Ok(()),
+            Err(_) if gone() => Ok(()),
+            Err(e) => Err(LabError::Failed(format!("starting {r}'s database: {e}"))),
+        }
     }
 
     /// Brings region `r` back after a kill: its database as [`Lab::restart_database`], then
