@@ -613,7 +613,9 @@ impl PgDatabase {
     }
 
     /// Replaces the data directory with a fresh `pg_basebackup` of `peer`. The old directory
-    /// is moved aside first and removed only once the copy succeeded.
+    /// is moved aside first and removed only once the copy succeeded. Called only on the
+    /// rebuild's work directory, which no supervisor can start (the rebuild checked, after
+    /// renaming it, that no server runs in it).
     async fn reclone(&self, node: &NodeControl, peer: &str) -> Result<(), PlaneError> {
         let aside = node.data_dir.with_extension("replaced");
         let _ = tokio::fs::remove_dir_all(&aside).await;
@@ -621,17 +623,6 @@ impl PgDatabase {
             tokio::fs::rename(&node.data_dir, &aside)
                 .await
                 .map_err(|e| PlaneError::Failed(format!("moving the old data aside: {e}")))?;
-            // A server started by someone else (a supervisor restarting the crashed database)
-            // since the stop still runs in the moved directory: put it back and let a later
-            // attempt stop it, rather than delete files under a live server. Checked after the
-            // rename, so a server cannot start in between (the old path no longer exists).
-            if postmaster_alive(&aside) {
-                let _ = tokio::fs::rename(&aside, &node.data_dir).await;
-                return Err(PlaneError::Failed(
-                    "a server was started on the data directory during the rebuild; retrying"
-                        .into(),
-                ));
-            }
         }
         let copied = self
             .run(
