@@ -15,6 +15,8 @@ apt_pkgs=(
   pdns-server pdns-backend-sqlite3 sqlite3      # PowerDNS Authoritative 4.7 with LUA records
   bind9-dnsutils                                # dig, for humans debugging the lab
   postgresql-15 postgresql-client-15            # primary + synchronous standby pair
+  iproute2 nftables                             # the lab's network namespaces and DROP partitions
+  faketime                                      # libfaketime: clock faults on one controller
 )
 # Node runs workerd through miniflare. The machine image ships Node 20 with npm (NodeSource);
 # only fall back to Debian's packages when there is none.

@@ -37,8 +37,9 @@ pub fn run_seed(seed: u64, i: u32) -> u64 {
     SplitMix::new(seed ^ (u64::from(i) << 32 | u64::from(i))).next_u64()
 }
 
-/// The fault kinds a schedule draws from.
-pub const KINDS: [&str; 10] = [
+/// The fault kinds a schedule draws from (the last four need the namespaced lab; on loopback
+/// they are drawn as `partition`).
+pub const KINDS: [&str; 15] = [
     "kill",
     "db-pause",
     "controller-kill",
@@ -49,12 +50,23 @@ pub const KINDS: [&str; 10] = [
     "witness-outage",
     "switchover",
     "switchover-crashes",
+    "isolate",
+    "region-split",
+    "one-way",
+    "flap",
+    "clock",
 ];
 
 /// One run's drill options: two or three faults drawn from [`KINDS`] (the step-by-step
 /// switchover crashes at most once and only one time in three, being long), a failback one
-/// run in three, the run's seed for the drill's own phases.
-pub fn schedule(run_seed: u64, interval: Duration, hostile: Option<Duration>) -> DrillOptions {
+/// run in three, the run's seed for the drill's own phases. `black_holes`: the lab drops
+/// packets (network namespaces), so the partition kinds beyond `partition` can run.
+pub fn schedule(
+    run_seed: u64,
+    interval: Duration,
+    hostile: Option<Duration>,
+    black_holes: bool,
+) -> DrillOptions {
     let mut g = SplitMix::new(run_seed);
     let mut o = DrillOptions {
         kills: 0,
@@ -66,6 +78,11 @@ pub fn schedule(run_seed: u64, interval: Duration, hostile: Option<Duration>) ->
         db_pauses: 0,
         double_failures: 0,
         witness_outages: 0,
+        isolations: 0,
+        region_splits: 0,
+        one_way_cuts: 0,
+        flaps: 0,
+        clock_faults: 0,
         switchover_crashes: false,
         seed: Some(run_seed),
         hostile_interval: hostile,
@@ -85,6 +102,12 @@ pub fn schedule(run_seed: u64, interval: Duration, hostile: Option<Duration>) ->
             "double-failure" => o.double_failures += 1,
             "witness-outage" => o.witness_outages += 1,
             "switchover" => o.switchovers += 1,
+            "isolate" | "region-split" | "one-way" | "flap" if !black_holes => o.partitions += 1,
+            "isolate" => o.isolations += 1,
+            "region-split" => o.region_splits += 1,
+            "one-way" => o.one_way_cuts += 1,
+            "flap" => o.flaps += 1,
+            "clock" => o.clock_faults += 1,
             _ => {
                 if !o.switchover_crashes && g.below(3) == 0 {
                     o.switchover_crashes = true;
@@ -108,6 +131,11 @@ pub fn faults(o: &DrillOptions) -> Vec<(&'static str, u32)> {
         ("partition", o.partitions),
         ("double-failure", o.double_failures),
         ("witness-outage", o.witness_outages),
+        ("isolate", o.isolations),
+        ("region-split", o.region_splits),
+        ("one-way", o.one_way_cuts),
+        ("flap", o.flaps),
+        ("clock", o.clock_faults),
         ("switchover", o.switchovers),
         ("switchover-crashes", u32::from(o.switchover_crashes)),
         ("failback", u32::from(o.failback)),
@@ -209,10 +237,10 @@ mod tests {
     fn the_same_seed_gives_the_same_schedules_and_different_runs_differ() {
         let ms = Duration::from_millis(20);
         let a: Vec<_> = (0..20)
-            .map(|i| faults(&schedule(run_seed(7, i), ms, None)))
+            .map(|i| faults(&schedule(run_seed(7, i), ms, None, true)))
             .collect();
         let b: Vec<_> = (0..20)
-            .map(|i| faults(&schedule(run_seed(7, i), ms, None)))
+            .map(|i| faults(&schedule(run_seed(7, i), ms, None, true)))
             .collect();
         assert_eq!(a, b);
         assert!(a.windows(2).any(|w| w[0] != w[1]), "{a:?}");
@@ -228,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_campaign_with_a_loss_or_two_writers_is_not_clean() {
-        let o = schedule(run_seed(1, 0), Duration::from_millis(20), None);
+        let o = schedule(run_seed(1, 0), Duration::from_millis(20), None, true);
         let mut s = Summary::default();
         let mut rep = DrillReport::default();
         rep.rto_by_kind.insert("kill".into(), vec![4_000, 6_000]);

@@ -20,6 +20,7 @@ use tokio_postgres::NoTls;
 
 use crate::hostile::{self, Hostile};
 use crate::lab::{Lab, LabError, REGIONS};
+use crate::net::{self, Direction};
 
 /// One acknowledged commit.
 #[derive(Debug, Clone)]
@@ -136,6 +137,26 @@ impl Writer {
             })
     }
 
+    /// The first ack by `region` for a write sent at or after `sent_since` and acknowledged
+    /// after `after` (a write sent before a fault may be acknowledged late, legitimately:
+    /// its reply was held up, the row was replicated).
+    pub fn acked_after(&self, region: usize, sent_since: Instant, after: Instant) -> Option<Ack> {
+        lock(&self.ledger)
+            .acks
+            .iter()
+            .find(|a| a.region == region && a.sent >= sent_since && a.acked > after)
+            .cloned()
+    }
+
+    /// Acks by `region` acknowledged in `[from, to)`.
+    pub fn acks_between(&self, region: usize, from: Instant, to: Instant) -> usize {
+        lock(&self.ledger)
+            .acks
+            .iter()
+            .filter(|a| a.region == region && a.acked >= from && a.acked < to)
+            .count()
+    }
+
     /// The last ack by `region` acknowledged before `before`.
     pub fn last_ack_before(&self, region: usize, before: Instant) -> Option<Ack> {
         lock(&self.ledger)
@@ -217,9 +238,26 @@ pub struct DrillOptions {
     /// dies and its lease lapses, the old primary returns (it must stay fenced), then the
     /// peer's controller returns.
     pub double_failures: u32,
-    /// Witness outages (both regions cut from the witness), alternately shorter than the
+    /// Witness outages (both regions cut from the witness, or with network namespaces the
+    /// witness process killed and restarted on its state file), alternately shorter than the
     /// renew deadline and longer than the TTL.
     pub witness_outages: u32,
+    /// Isolations (namespaces): the primary's host cut from everything (witness, peer,
+    /// clients), packets dropped.
+    pub isolations: u32,
+    /// Region splits (namespaces): the two regions cut from each other, both still reaching
+    /// the witness and the clients.
+    pub region_splits: u32,
+    /// One-way cuts (namespaces): only the primary's packets to the witness dropped, or only
+    /// the witness's packets to the primary, alternately.
+    pub one_way_cuts: u32,
+    /// Flapping (namespaces): the primary's link to the witness cut and healed at random
+    /// intervals around the renew interval for three TTLs.
+    pub flaps: u32,
+    /// Clock faults (libfaketime; the lab must run with `faketime`): one controller's wall
+    /// clock stepped forward 5 TTLs, stepped back 5 TTLs, or skewed ±10 %, in turn, for three
+    /// TTLs, then set right.
+    pub clock_faults: u32,
     /// Crash the switchover source and target at each step boundary their controllers
     /// persist (discovered from one clean switchover), plus the target between acquiring the
     /// lease and persisting its operation; each controller is restarted at once.
@@ -260,6 +298,16 @@ pub struct DrillReport {
     pub superseded_writes: u32,
     /// Witness outages done.
     pub witness_outages: u32,
+    /// Isolations done.
+    pub isolations: u32,
+    /// Region splits done.
+    pub region_splits: u32,
+    /// One-way cuts done.
+    pub one_way_cuts: u32,
+    /// Flapping episodes done.
+    pub flaps: u32,
+    /// Clock faults done.
+    pub clock_faults: u32,
     /// Write unavailability per witness outage, ms.
     pub outage_gap_ms: Vec<u64>,
     /// Switchovers crashed at a step boundary: (side, step, first write after the crash, ms).
@@ -529,7 +577,7 @@ pub async fn run(
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
-        lab.partition_from_witness(&primary, true);
+        lab.partition_from_witness(&primary, true)?;
         let ack = wait_first_ack(
             &w,
             lab,
@@ -556,13 +604,18 @@ pub async fn run(
         rep.lost_tx += lost;
         rep.partitions += 1;
         println!(
-            "[partition {}/{}] {primary} cut from the witness: its last write was acknowledged {margin} ms BEFORE {other} was granted the lease (epoch {}); {other} took writes after {} ms; lost {lost}; healing",
+            "[partition {}/{}] {primary} cut from the witness ({}): its last write was acknowledged {margin} ms BEFORE {other} was granted the lease (epoch {}); {other} took writes after {} ms; lost {lost}; healing",
             p + 1,
             opts.partitions,
+            if lab.black_holes() {
+                "packets dropped both ways; peer and clients still reach it"
+            } else {
+                "TCP proxy"
+            },
             lease.state.epoch,
             ack.acked.duration_since(t0).as_millis()
         );
-        lab.partition_from_witness(&primary, false);
+        lab.partition_from_witness(&primary, false)?;
         lab.wait_healthy(heal).await?;
     }
     for d in 0..opts.db_kills {
@@ -617,9 +670,7 @@ pub async fn run(
         // Nothing the old primary acknowledges after the peer took over may count: the
         // ordinary writer's commits waited on the peer (now promoted), so none may complete.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let late = w
-            .first_ack_after(index_of(&primary), t0)
-            .filter(|a| a.acked > ack.acked);
+        let late = w.acked_after(index_of(&primary), t0, ack.acked);
         if let Some(a) = &late {
             rep.superseded_writes += 1;
             eprintln!(
@@ -715,13 +766,24 @@ pub async fn run(
             renew / 2
         };
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
-        for r in REGIONS {
-            lab.partition_from_witness(r, true);
+        // Namespaced lab: the witness process itself dies (SIGKILL) and comes back on its
+        // state file; loopback: both regions' proxies to it drop everything.
+        let killed = lab.black_holes();
+        if killed {
+            lab.witness_up(false).await?;
+        } else {
+            for r in REGIONS {
+                lab.partition_from_witness(r, true)?;
+            }
         }
         tokio::time::sleep(hold).await;
         let healed = Instant::now();
-        for r in REGIONS {
-            lab.partition_from_witness(r, false);
+        if killed {
+            lab.witness_up(true).await?;
+        } else {
+            for r in REGIONS {
+                lab.partition_from_witness(r, false)?;
+            }
         }
         let ack = wait_first_ack(&w, lab, None, healed, ttl * 2 + Duration::from_secs(60)).await?;
         // Unavailability: from the last write acknowledged by either region before the heal
@@ -736,9 +798,10 @@ pub async fn run(
         rep.lost_tx += lost;
         rep.witness_outages += 1;
         println!(
-            "[witness outage {}/{}] witness unreachable for {} ms ({}): writes unavailable {gap} ms; {} took writes after the heal; lost {lost}",
+            "[witness outage {}/{}] witness {} for {} ms ({}): writes unavailable {gap} ms; {} took writes after the heal; lost {lost}",
             o + 1,
             opts.witness_outages,
+            if killed { "killed" } else { "unreachable" },
             hold.as_millis(),
             if long {
                 "longer than the TTL"
@@ -748,6 +811,10 @@ pub async fn run(
             REGIONS[ack.region]
         );
         lab.wait_healthy(heal).await?;
+    }
+    black_hole_faults(lab, &w, opts, &mut rng, ttl, renew, heal, &mut rep).await?;
+    for c in 0..opts.clock_faults {
+        clock_fault(lab, &w, c, &mut rng, ttl, heal, &mut rep).await?;
     }
     if opts.switchover_crashes {
         switchover_crashes(lab, &w, ttl, heal, &mut rep).await?;
@@ -821,6 +888,218 @@ pub async fn run(
         REGIONS[1]
     );
     Ok(rep)
+}
+
+/// Clock fault `c` (see [`DrillOptions::clock_faults`]) on the primary's or the standby's
+/// controller.
+async fn clock_fault(
+    lab: &mut Lab,
+    w: &Writer,
+    c: u32,
+    rng: &mut XorShift,
+    ttl: Duration,
+    heal: Duration,
+    rep: &mut DrillReport,
+) -> Result<(), LabError> {
+    let (primary, other) = primary_and_peer(lab)?;
+    let victim = if rng.below(2) == 0 {
+        primary.clone()
+    } else {
+        other.to_owned()
+    };
+    let step = ttl.as_secs() * 5;
+    // Skews are a staircase of offsets rewritten every 100 ms (libfaketime's own rate, `x1.1`,
+    // counts from the process start and cannot be undone cleanly mid-run).
+    let (spec, rate) = match c % 4 {
+        0 => (format!("+{step}"), None),
+        1 => (format!("-{step}"), None),
+        2 => ("rate x1.1".to_owned(), Some(0.1)),
+        _ => ("rate x0.9".to_owned(), Some(-0.1)),
+    };
+    let t0 = Instant::now();
+    match rate {
+        None => {
+            lab.set_clock(&victim, &spec)?;
+            tokio::time::sleep(ttl * 3).await;
+        }
+        Some(r) => {
+            while t0.elapsed() < ttl * 3 {
+                let off = t0.elapsed().as_secs_f64() * r;
+                lab.set_clock(&victim, &format!("{off:+.3}"))?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    lab.set_clock(&victim, "+0")?;
+    let restored = Instant::now();
+    // Whoever holds writes now: a takeover during the fault is allowed (a controller may
+    // fence on a clock it distrusts), two writers or a loss are not.
+    let ack = wait_first_ack(w, lab, None, restored, ttl * 2 + Duration::from_secs(60)).await?;
+    let now_writer = REGIONS[ack.region];
+    let moved = now_writer != primary;
+    if moved && let Some(first) = w.first_ack_after(ack.region, t0) {
+        rep.takeover("clock", first.acked.duration_since(t0).as_millis() as u64);
+        if let Some(a) = w.acked_after(index_of(&primary), t0, first.acked) {
+            rep.superseded_writes += 1;
+            eprintln!(
+                "CLOCK FAULT: old primary {primary} acknowledged row {} after {now_writer} took over",
+                a.n
+            );
+        }
+    }
+    let lost = lost_on(lab, w, now_writer).await?;
+    rep.lost_tx += lost;
+    rep.clock_faults += 1;
+    println!(
+        "[clock {}] {victim}'s controller wall clock `{spec}` for {} ms ({}): writes now on {now_writer}{}; lost {lost}",
+        c + 1,
+        restored.duration_since(t0).as_millis(),
+        if victim == primary {
+            "the primary"
+        } else {
+            "the standby"
+        },
+        if moved { " (took over)" } else { "" },
+    );
+    lab.wait_healthy(heal).await?;
+    Ok(())
+}
+
+/// The packet-drop partitions of a namespaced lab: isolations, one-way cuts, region splits
+/// and flapping (see [`DrillOptions`]).
+#[allow(clippy::too_many_arguments)]
+async fn black_hole_faults(
+    lab: &mut Lab,
+    w: &Writer,
+    opts: &DrillOptions,
+    rng: &mut XorShift,
+    ttl: Duration,
+    renew: Duration,
+    heal: Duration,
+    rep: &mut DrillReport,
+) -> Result<(), LabError> {
+    let wanted = opts.isolations + opts.region_splits + opts.one_way_cuts + opts.flaps;
+    if wanted > 0 && !lab.black_holes() {
+        return Err(LabError::Failed(
+            "isolations, region splits, one-way cuts and flapping need the namespaced lab (--net netns)".into(),
+        ));
+    }
+    let takeover_limit = ttl * 2 + Duration::from_secs(60);
+    for i in 0..opts.isolations + opts.one_way_cuts {
+        let isolate = i < opts.isolations;
+        let (primary, other) = primary_and_peer(lab)?;
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        let what = if isolate {
+            for to in [net::WITNESS, other, net::CLIENTS] {
+                lab.cut(&primary, to, Direction::Both)?;
+            }
+            format!("{primary} cut from everything (witness, {other}, clients)")
+        } else if i % 2 == 0 {
+            lab.cut(&primary, net::WITNESS, Direction::OneWay)?;
+            format!("{primary}'s packets to the witness dropped (one way)")
+        } else {
+            lab.cut(net::WITNESS, &primary, Direction::OneWay)?;
+            format!("the witness's packets to {primary} dropped (one way)")
+        };
+        let ack = wait_first_ack(w, lab, Some(index_of(other)), t0, takeover_limit).await?;
+        let rto = ack.acked.duration_since(t0).as_millis() as u64;
+        let kind = if isolate { "isolate" } else { "one-way" };
+        rep.takeover(kind, rto);
+        // Hold the cut past the TTL after the takeover, then heal: the old primary must come
+        // back fenced and be rebuilt, never acknowledge again.
+        tokio::time::sleep(renew).await;
+        lab.heal()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let late = w.acked_after(index_of(&primary), t0, ack.acked);
+        if let Some(a) = &late {
+            rep.superseded_writes += 1;
+            eprintln!(
+                "CUT-OFF OLD PRIMARY {primary} ACKNOWLEDGED row {} after {other} took over",
+                a.n
+            );
+        }
+        let lost = lost_on(lab, w, other).await?;
+        rep.lost_tx += lost;
+        if isolate {
+            rep.isolations += 1;
+        } else {
+            rep.one_way_cuts += 1;
+        }
+        println!(
+            "[{kind} {}] {what}: {other} took writes after {rto} ms; late acknowledgements from the old primary: {}; lost {lost}; healed",
+            if isolate {
+                i + 1
+            } else {
+                i - opts.isolations + 1
+            },
+            usize::from(late.is_some())
+        );
+        lab.wait_healthy(heal).await?;
+    }
+    for i in 0..opts.region_splits {
+        let (primary, other) = primary_and_peer(lab)?;
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.cut(&primary, other, Direction::Both)?;
+        // Both still reach the witness: the primary keeps renewing, the peer must not take
+        // the lease; synchronous commits wait for the unreachable standby.
+        let hold = ttl * 2;
+        tokio::time::sleep(hold).await;
+        let during = w.acks_between(index_of(other), t0, Instant::now());
+        let primary_acks = w.acks_between(index_of(&primary), t0, Instant::now());
+        let healed = Instant::now();
+        lab.heal()?;
+        let ack = wait_first_ack(w, lab, None, healed, takeover_limit).await?;
+        if during > 0 {
+            rep.superseded_writes += 1;
+            eprintln!(
+                "REGION SPLIT: {other} acknowledged {during} writes while {primary} held the lease"
+            );
+        }
+        let lost = lost_on(lab, w, REGIONS[ack.region]).await?;
+        rep.lost_tx += lost;
+        rep.region_splits += 1;
+        println!(
+            "[region split {}] {primary} and {other} cut from each other for {} ms, both reaching the witness: {primary} acknowledged {primary_acks} writes, {other} {during}; {} took writes after the heal; lost {lost}",
+            i + 1,
+            hold.as_millis(),
+            REGIONS[ack.region]
+        );
+        lab.wait_healthy(heal).await?;
+    }
+    for i in 0..opts.flaps {
+        let (primary, _) = primary_and_peer(lab)?;
+        let t0 = Instant::now();
+        let mut toggles = 0;
+        let mut cut = false;
+        while t0.elapsed() < ttl * 3 {
+            cut = !cut;
+            if cut {
+                lab.cut(&primary, net::WITNESS, Direction::Both)?;
+            } else {
+                lab.heal()?;
+            }
+            toggles += 1;
+            // A quarter to one and a half renew intervals.
+            let r = renew.as_millis() as u64;
+            tokio::time::sleep(Duration::from_millis(r / 4 + rng.below(r * 5 / 4))).await;
+        }
+        lab.heal()?;
+        let healed = Instant::now();
+        let ack = wait_first_ack(w, lab, None, healed, takeover_limit).await?;
+        let lost = lost_on(lab, w, REGIONS[ack.region]).await?;
+        rep.lost_tx += lost;
+        rep.flaps += 1;
+        println!(
+            "[flap {}] {primary}'s link to the witness toggled {toggles} times over {} ms: {} took writes after; lost {lost}",
+            i + 1,
+            healed.duration_since(t0).as_millis(),
+            REGIONS[ack.region]
+        );
+        lab.wait_healthy(heal).await?;
+    }
+    Ok(())
 }
 
 /// Which steps each side of a switchover persists, in order, from one clean switchover.

@@ -1,9 +1,17 @@
-//! The lab: two regions on loopback with REAL parts, for the drill and for operators to try
-//! the controller.
+//! The lab: two regions with REAL parts, for the drill and for operators to try the
+//! controller. Two networks:
+//!
+//! - `netns` (the default as root): each region, and the witness, is a host of its own, a
+//!   network namespace on a bridge ([`crate::net`]); partitions are nftables DROP rules, so
+//!   packets vanish and requests hang until their timeouts. PowerDNS, NATS and the drill's
+//!   clients are on this namespace's side of the bridge.
+//! - `loopback`: every part on 127.0.0.x in this namespace; a partition from the witness is a
+//!   TCP proxy that drops connections (no packet loss, no hanging connects).
 //!
 //! - PostgreSQL 15: region `region-a` is the primary, `region-b` its synchronous standby
 //!   (`synchronous_commit = remote_apply`), started through `testkit`;
-//! - `witness-server` (the witness's native build), in this process;
+//! - the witness: `witness-server` in its own namespace (`netns`), or its library in this
+//!   process (`loopback`); every region has its own token, bound to its holder and the slot;
 //! - PowerDNS with the application's LUA `ifurlup` record over both regions' route fronts
 //!   (`127.0.0.2` and `127.0.0.3`, same port);
 //! - NATS with JetStream for the audit stream;
@@ -25,7 +33,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use testkit::{NatsServer, Pg, PgPair, PowerDns};
+use testkit::{NatsServer, Pg, PgHost, PgPair, PowerDns};
+
+use crate::net::{self, Direction, Net};
 
 use continuum_controller::ports::Dns as _;
 use continuum_controller::standalone::{
@@ -37,7 +47,31 @@ use continuum_controller::standalone::{
 pub const REGIONS: [&str; 2] = ["region-a", "region-b"];
 const ZONE: &str = "dr.test.";
 const HOST: &str = "app.dr.test";
-const WITNESS_TOKEN: &str = "lab-witness-token";
+/// The lease slot (the Continuum's `namespace/name`).
+const SLOT: &str = "lab/lab-app-dr";
+/// The token the lab itself reads the lease with (bound to a holder no region is).
+const OBSERVER_TOKEN: &str = "lab-observer-token";
+
+/// Region `r`'s witness token: bound to holder `r` on the lab's slot only.
+fn witness_token(r: &str) -> String {
+    format!("lab-token-{r}")
+}
+
+/// The witness's tokens file (YAML; JSON is YAML).
+fn witness_tokens() -> String {
+    let mut m = serde_json::Map::new();
+    for r in REGIONS.iter().copied().chain(["lab-observer"]) {
+        let token = if r == "lab-observer" {
+            OBSERVER_TOKEN.to_owned()
+        } else {
+            witness_token(r)
+        };
+        m.insert(token, serde_json::json!({"holders": [r], "slots": [SLOT]}));
+    }
+    serde_json::Value::Object(m).to_string()
+}
+/// Debian's libfaketime (package `faketime`).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 /// The application role the drill's hostile client logs in as.
 pub const APP_ROLE: &str = "app";
 const IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
@@ -62,6 +96,18 @@ pub enum LabError {
     /// A process or database operation failed.
     #[error("{0}")]
     Failed(String),
+    /// The lab network (namespaces, nftables).
+    #[error("lab network: {0}")]
+    Net(#[from] net::NetError),
+}
+
+/// Where the lab's hosts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    /// Network namespaces on a bridge, partitions by nftables DROP (needs root).
+    Netns,
+    /// Loopback addresses in this namespace, partitions by a TCP proxy.
+    Loopback,
 }
 
 fn start_err(what: &'static str) -> impl Fn(String) -> LabError {
@@ -87,6 +133,15 @@ pub struct LabOptions {
     /// fences a paused or killed controller's database: a fault-injection switch, to show the
     /// drill's checker catching the two writers that follow.
     pub watchdog: bool,
+    /// The network.
+    pub net: NetMode,
+    /// Run the controllers under libfaketime (Debian `faketime`), each reading its wall-clock
+    /// offset from `<state>/faketime.rc`, so that [`Lab::set_clock`] can step or skew one
+    /// controller's wall clock. The monotonic clocks are left alone
+    /// (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
+    pub faketime: bool,
+    /// The `witness-server` executable (`netns`: it runs in the witness's namespace).
+    pub witness_bin: Option<PathBuf>,
 }
 
 /// Where the lab's parts listen (`lab.json`, read by `status` and `lab down`).
@@ -111,6 +166,9 @@ pub struct LabInfo {
     pub fronts: BTreeMap<String, String>,
     /// Region → the controller's `/healthz`, `/readyz`, `/metrics` address.
     pub metrics: BTreeMap<String, SocketAddr>,
+    /// The hosts and how to enter them (`netns`; empty on loopback).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// A running lab. Dropping it stops every part.
@@ -119,7 +177,7 @@ pub struct Lab {
     pair: PgPair,
     _pdns: PowerDns,
     _nats: NatsServer,
-    _witness_stop: tokio::sync::oneshot::Sender<()>,
+    witness: WitnessProc,
     controllers: BTreeMap<String, tokio::process::Child>,
     watchdogs: BTreeMap<String, (SocketAddr, Option<tokio::process::Child>)>,
     cuts: BTreeMap<String, tokio::sync::watch::Sender<bool>>,
@@ -127,6 +185,21 @@ pub struct Lab {
     config_path: PathBuf,
     endpoints_path: PathBuf,
     spec_extra: SpecExtra,
+    /// Declared last: the namespaces go once every process in them is gone.
+    net: Option<std::sync::Mutex<Net>>,
+}
+
+/// The running witness.
+enum WitnessProc {
+    /// Served by this process (loopback); dropping the sender stops it.
+    InProcess {
+        _stop: tokio::sync::oneshot::Sender<()>,
+    },
+    /// A `witness-server` process in the witness's namespace (`None` while it is down).
+    Process {
+        child: Option<Box<tokio::process::Child>>,
+        listen: SocketAddr,
+    },
 }
 
 impl std::fmt::Debug for Lab {
@@ -147,16 +220,52 @@ impl Lab {
     /// serves writes with a synchronous standby.
     pub async fn up(opts: LabOptions) -> Result<Lab, LabError> {
         std::fs::create_dir_all(&opts.dir)?;
-        let pair = PgPair::start()
-            .await
-            .map_err(|e| start_err("PostgreSQL pair")(e.to_string()))?;
-        let pdns = PowerDns::start()
+        let net = match opts.net {
+            NetMode::Netns => Some(Net::up(&[REGIONS[0], REGIONS[1], net::WITNESS])?),
+            NetMode::Loopback => None,
+        };
+        let ips: [Ipv4Addr; 2] = match &net {
+            Some(n) => [n.ip(REGIONS[0])?, n.ip(REGIONS[1])?],
+            None => IPS,
+        };
+        let shared_ip = match &net {
+            Some(n) => n.ip(net::CLIENTS)?,
+            None => Ipv4Addr::LOCALHOST,
+        };
+        let pair = match &net {
+            Some(n) => {
+                let host = |r: &str| -> Result<PgHost, LabError> {
+                    Ok(PgHost {
+                        netns: n.netns(r)?.unwrap_or_default().to_owned(),
+                        ip: n.ip(r)?,
+                    })
+                };
+                PgPair::start_in([host(REGIONS[0])?, host(REGIONS[1])?]).await
+            }
+            None => PgPair::start().await,
+        }
+        .map_err(|e| start_err("PostgreSQL pair")(e.to_string()))?;
+        let pdns = PowerDns::start_on(shared_ip)
             .await
             .map_err(|e| start_err("PowerDNS")(e.to_string()))?;
-        let nats = NatsServer::start()
+        let nats = NatsServer::start_on(shared_ip)
             .await
             .map_err(|e| start_err("NATS")(e.to_string()))?;
-        let (witness_url, witness_stop) = start_witness(&opts.dir).await?;
+        let (witness_url, witness) = match &net {
+            Some(n) => {
+                let listen = SocketAddr::from((n.ip(net::WITNESS)?, 8787));
+                let mut w = WitnessProc::Process {
+                    child: None,
+                    listen,
+                };
+                spawn_witness(&opts, n, &mut w, true).await?;
+                (format!("http://{listen}"), w)
+            }
+            None => {
+                let (url, stop) = start_witness(&opts.dir).await?;
+                (url, WitnessProc::InProcess { _stop: stop })
+            }
+        };
         pdns.create_zone(ZONE)
             .await
             .map_err(|e| start_err("PowerDNS zone")(e.to_string()))?;
@@ -188,7 +297,8 @@ impl Lab {
         .map_err(|e| start_err("application role")(e.to_string()))?;
         drop(c);
 
-        let port = front_port()?;
+        // Each namespace has its own ports: any port is free on a region's own address.
+        let port = if net.is_some() { 8080 } else { front_port()? };
         let witness_addr: SocketAddr = witness_url
             .trim_start_matches("http://")
             .parse()
@@ -196,6 +306,11 @@ impl Lab {
         let mut cuts = BTreeMap::new();
         let mut witness_paths = BTreeMap::new();
         for r in REGIONS {
+            if net.is_some() {
+                // Straight to the witness's host: partitions are packet drops.
+                witness_paths.insert(r.to_owned(), witness_url.clone());
+                continue;
+            }
             let (url, cut) = start_cuttable_proxy(witness_addr).await?;
             witness_paths.insert(r.to_owned(), url);
             cuts.insert(r.to_owned(), cut);
@@ -213,7 +328,7 @@ impl Lab {
         let mut postgres = BTreeMap::new();
         for (i, r) in REGIONS.iter().enumerate() {
             let pg = node(&pair, r);
-            let addr = SocketAddr::from((IPS[i], port));
+            let addr = SocketAddr::from((ips[i], port));
             let app_name = if i == 0 {
                 "primary"
             } else {
@@ -222,7 +337,7 @@ impl Lab {
             regions.insert(
                 (*r).to_owned(),
                 RegionEndpoint {
-                    ip: IPS[i].to_string(),
+                    ip: ips[i].to_string(),
                     front_url: format!("http://{addr}"),
                     front_listen: Some(addr),
                     witness_url: witness_paths.get(*r).cloned(),
@@ -268,11 +383,17 @@ impl Lab {
             serde_yaml::to_string(&endpoints).map_err(|e| LabError::Failed(e.to_string()))?,
         )?;
         let mut metrics = BTreeMap::new();
-        for r in REGIONS {
-            let port = testkit::free_port().map_err(|e| LabError::Failed(e.to_string()))?;
-            metrics.insert(r.to_owned(), SocketAddr::from(([127, 0, 0, 1], port)));
+        for (i, r) in REGIONS.iter().enumerate() {
+            let addr = if net.is_some() {
+                SocketAddr::from((ips[i], 9090))
+            } else {
+                let port = testkit::free_port().map_err(|e| LabError::Failed(e.to_string()))?;
+                SocketAddr::from(([127, 0, 0, 1], port))
+            };
+            metrics.insert((*r).to_owned(), addr);
         }
         let info = LabInfo {
+            hosts: net.as_ref().map(Net::describe).unwrap_or_default(),
             metrics,
             pid: std::process::id(),
             dir: opts.dir.clone(),
@@ -291,16 +412,17 @@ impl Lab {
             pair,
             _pdns: pdns,
             _nats: nats,
-            _witness_stop: witness_stop,
+            witness,
             controllers: BTreeMap::new(),
             watchdogs,
             cuts,
             info,
             spec_extra: SpecExtra::default(),
+            net: net.map(std::sync::Mutex::new),
         };
         lab.write_config()?;
         // The initial record: the home region, epoch 0 (every promotion writes a higher one).
-        lab.initial_dns(port).await?;
+        lab.initial_dns(port, ips).await?;
         for r in REGIONS {
             lab.spawn_watchdog(r)?;
             lab.spawn_controller(r)?;
@@ -319,7 +441,7 @@ impl Lab {
         &self.opts.dir
     }
 
-    async fn initial_dns(&self, port: u16) -> Result<(), LabError> {
+    async fn initial_dns(&self, port: u16, ips: [Ipv4Addr; 2]) -> Result<(), LabError> {
         let ep =
             Endpoints::load(&self.endpoints_path).map_err(|e| LabError::Failed(e.to_string()))?;
         let Some(p) = ep.powerdns else {
@@ -333,7 +455,7 @@ impl Lab {
         let mut placement =
             pdm_client::PlacementSpec::new(pdm_client::Placement::ActiveHotStandby, REGIONS[0]);
         for (i, r) in REGIONS.iter().enumerate() {
-            placement = placement.region(pdm_client::RegionSpec::new(*r, [IPS[i].to_string()]));
+            placement = placement.region(pdm_client::RegionSpec::new(*r, [ips[i].to_string()]));
         }
         let dns = continuum_controller::adapters::dns::PdmDns::new(
             std::sync::Arc::new(control),
@@ -399,7 +521,7 @@ impl Lab {
             return Ok(());
         };
         let pg = node(&self.pair, r);
-        let mut cmd = tokio::process::Command::new(&self.opts.controller_bin);
+        let mut cmd = self.command_on(r, &self.opts.controller_bin)?;
         cmd.arg("watchdog")
             .arg("--listen")
             .arg(addr.to_string())
@@ -462,7 +584,8 @@ impl Lab {
     pub fn spawn_controller(&mut self, r: &str) -> Result<(), LabError> {
         let state = self.opts.dir.join(r);
         let log = self.region_log(r, "controller.log")?;
-        let child = tokio::process::Command::new(&self.opts.controller_bin)
+        let child = self
+            .command_on(r, &self.opts.controller_bin)?
             .arg("run")
             .arg("--region")
             .arg(r)
@@ -482,7 +605,8 @@ impl Lab {
                     .into_iter()
                     .flatten(),
             )
-            .env("CONTINUUM_WITNESS_TOKEN", WITNESS_TOKEN)
+            .envs(self.faketime_env(r)?)
+            .env("CONTINUUM_WITNESS_TOKEN", witness_token(r))
             .env("CONTINUUM_POWERDNS_API_KEY", self._pdns.api_key())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -571,12 +695,133 @@ impl Lab {
         self.spawn_controller(r)
     }
 
-    /// Cuts (`true`) or heals (`false`) region `r`'s network path to the witness: open
-    /// connections are dropped and new ones refused, like a partition between the region and
-    /// the witness (TCP level, through the lab's proxy; not a network namespace).
-    pub fn partition_from_witness(&self, r: &str, cut: bool) {
+    /// The environment that puts region `r`'s controller under libfaketime (empty unless
+    /// [`LabOptions::faketime`]); creates its clock file at offset 0 if missing.
+    fn faketime_env(&self, r: &str) -> Result<Vec<(&'static str, String)>, LabError> {
+        if !self.opts.faketime {
+            return Ok(Vec::new());
+        }
+        let lib = Path::new(FAKETIME_LIB);
+        if !lib.is_file() {
+            return Err(LabError::Failed(format!(
+                "clock faults need libfaketime ({FAKETIME_LIB}): apt-get install -y faketime, or scripts/setup.sh"
+            )));
+        }
+        let file = self.clock_file(r);
+        if !file.exists() {
+            std::fs::write(&file, "+0\n")?;
+        }
+        Ok(vec![
+            ("LD_PRELOAD", FAKETIME_LIB.to_owned()),
+            ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ])
+    }
+
+    fn clock_file(&self, r: &str) -> PathBuf {
+        self.opts.dir.join(r).join("faketime.rc")
+    }
+
+    /// Sets region `r`'s controller's wall clock to libfaketime offset `spec` (`+0`: the true
+    /// time; `+30`/`-1.5`: stepped by that many seconds). Needs [`LabOptions::faketime`].
+    pub fn set_clock(&self, r: &str, spec: &str) -> Result<(), LabError> {
+        if !self.opts.faketime {
+            return Err(LabError::Failed(
+                "clock faults need the lab started with faketime".into(),
+            ));
+        }
+        let file = self.clock_file(r);
+        let tmp = file.with_extension("rc.tmp");
+        std::fs::write(&tmp, format!("{spec}\n"))?;
+        std::fs::rename(&tmp, &file)?;
+        Ok(())
+    }
+
+    /// `program` to run on host `host` (inside its namespace with `--net netns`).
+    fn command_on(&self, host: &str, program: &Path) -> Result<tokio::process::Command, LabError> {
+        let ns = match &self.net {
+            Some(n) => n
+                .lock()
+                .map_err(|_| LabError::Failed("lab network lock poisoned".into()))?
+                .netns(host)?
+                .map(str::to_owned),
+            None => None,
+        };
+        Ok(match ns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", &ns]).arg(program);
+                c
+            }
+            None => tokio::process::Command::new(program),
+        })
+    }
+
+    /// Whether partitions are packet drops (network namespaces).
+    pub fn black_holes(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Cuts (`true`) or heals (`false`) region `r`'s network path to the witness. With
+    /// namespaces the packets between the two hosts are dropped both ways (region still
+    /// reachable by its peer and the clients), and healing removes EVERY cut; on loopback the
+    /// lab's proxy drops open connections and refuses new ones.
+    pub fn partition_from_witness(&self, r: &str, cut: bool) -> Result<(), LabError> {
+        if self.net.is_some() {
+            return if cut {
+                self.cut(r, net::WITNESS, Direction::Both)
+            } else {
+                self.heal()
+            };
+        }
         if let Some(tx) = self.cuts.get(r) {
             let _ = tx.send(cut);
+        }
+        Ok(())
+    }
+
+    /// Drops packets from host `from` to host `to` (hosts: the regions, `witness`,
+    /// `clients`), both ways or one way. Needs `--net netns`.
+    pub fn cut(&self, from: &str, to: &str, dir: Direction) -> Result<(), LabError> {
+        let n = self.net.as_ref().ok_or_else(|| {
+            LabError::Failed("packet-drop partitions need the namespaced lab (--net netns)".into())
+        })?;
+        n.lock()
+            .map_err(|_| LabError::Failed("lab network lock poisoned".into()))?
+            .cut(from, to, dir)?;
+        Ok(())
+    }
+
+    /// Removes every cut (namespaced lab; nothing on loopback).
+    pub fn heal(&self) -> Result<(), LabError> {
+        if let Some(n) = &self.net {
+            n.lock()
+                .map_err(|_| LabError::Failed("lab network lock poisoned".into()))?
+                .heal_all()?;
+        }
+        Ok(())
+    }
+
+    /// Stops (`false`) or starts again (`true`) the witness process: a witness outage. The
+    /// state file survives, so the witness comes back with every epoch it granted. Needs
+    /// `--net netns` (on loopback the witness runs in this process).
+    pub async fn witness_up(&mut self, up: bool) -> Result<(), LabError> {
+        let n = self.net.as_ref().ok_or_else(|| {
+            LabError::Failed("stopping the witness needs the namespaced lab (--net netns)".into())
+        })?;
+        if up {
+            let ns = n
+                .lock()
+                .map_err(|_| LabError::Failed("lab network lock poisoned".into()))?
+                .netns(net::WITNESS)?
+                .map(str::to_owned);
+            spawn_witness_in(&self.opts, ns.as_deref(), &mut self.witness, false).await
+        } else {
+            if let WitnessProc::Process { child, .. } = &mut self.witness {
+                sigkill(child.take().map(|c| *c)).await;
+            }
+            Ok(())
         }
     }
 
@@ -689,8 +934,8 @@ impl Lab {
     /// The lease as the witness answers now.
     pub async fn lease(&self) -> Result<contract::lease::LeaseView, LabError> {
         let client = witness_worker::client::WitnessClient::new(
-            witness_worker::client::ClientConfig::new(&self.info.witness_url, WITNESS_TOKEN),
-            "lab/lab-app-dr",
+            witness_worker::client::ClientConfig::new(&self.info.witness_url, OBSERVER_TOKEN),
+            SLOT,
         )
         .map_err(|e| LabError::Failed(e.to_string()))?;
         let v = client
@@ -795,8 +1040,8 @@ async fn start_witness(dir: &Path) -> Result<(String, tokio::sync::oneshot::Send
     use witness_worker::store::FileStore;
     let store = FileStore::open(dir.join("witness.json"))
         .map_err(|e| start_err("witness")(e.to_string()))?;
-    let tokens = Tokens::from_json(&format!(r#"{{"{WITNESS_TOKEN}":["*"]}}"#))
-        .map_err(|e| start_err("witness")(e.to_string()))?;
+    let tokens =
+        Tokens::from_json(&witness_tokens()).map_err(|e| start_err("witness")(e.to_string()))?;
     let w = Witness::new(store, tokens, system_clock());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -805,6 +1050,99 @@ async fn start_witness(dir: &Path) -> Result<(String, tokio::sync::oneshot::Send
         let _ = rx.await;
     }));
     Ok((url, tx))
+}
+
+/// Starts the `witness-server` of a namespaced lab (first start: `--init`).
+async fn spawn_witness(
+    opts: &LabOptions,
+    net: &Net,
+    w: &mut WitnessProc,
+    init: bool,
+) -> Result<(), LabError> {
+    let ns = net.netns(net::WITNESS)?.map(str::to_owned);
+    spawn_witness_in(opts, ns.as_deref(), w, init).await
+}
+
+async fn spawn_witness_in(
+    opts: &LabOptions,
+    netns: Option<&str>,
+    w: &mut WitnessProc,
+    init: bool,
+) -> Result<(), LabError> {
+    let WitnessProc::Process { child, listen } = w else {
+        return Ok(());
+    };
+    if child.is_some() {
+        return Ok(());
+    }
+    let bin = opts.witness_bin.as_ref().ok_or_else(|| {
+        start_err("witness")("no witness-server executable given (--witness-bin)".into())
+    })?;
+    let dir = opts.dir.join("witness");
+    std::fs::create_dir_all(&dir)?;
+    let tokens = dir.join("tokens.yaml");
+    std::fs::write(&tokens, witness_tokens())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("witness.log"))?;
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin);
+            c
+        }
+        None => tokio::process::Command::new(bin),
+    };
+    cmd.arg("--listen")
+        .arg(listen.to_string())
+        .arg("--state")
+        .arg(dir.join("state.json"))
+        .arg("--tokens")
+        .arg(&tokens);
+    if init {
+        cmd.arg("--init");
+    }
+    let spawned = cmd
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| start_err("witness")(format!("spawning {}: {e}", bin.display())))?;
+    *child = Some(Box::new(spawned));
+    // Ready when its health endpoint answers.
+    let url = format!("http://{listen}/healthz");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| start_err("witness")(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            return Err(start_err("witness")(format!(
+                "witness-server exited ({status}); see {}",
+                dir.join("witness.log").display()
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(start_err("witness")(format!(
+                "{url} did not answer within 20 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A TCP proxy to `target` on a free loopback port that can be cut: while the watch value is

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use continuum_controller::cli::{init_tracing, shutdown_signal};
 use continuum_lab::campaign;
 use continuum_lab::drill::{self, DrillOptions};
-use continuum_lab::lab::{Lab, LabInfo, LabOptions};
+use continuum_lab::lab::{Lab, LabInfo, LabOptions, NetMode};
 
 /// The Continuum lab and drill.
 #[derive(Debug, Parser)]
@@ -105,6 +105,27 @@ struct DrillFlags {
     /// then a region re-takes the lease).
     #[arg(long, default_value_t = 0)]
     witness_outages: u32,
+    /// Isolations (namespaced lab): the primary's host cut from everything (witness, peer,
+    /// clients) by packet drops; the peer must take over, the old primary must never
+    /// acknowledge again and is rebuilt after the heal.
+    #[arg(long, default_value_t = 0)]
+    isolations: u32,
+    /// Region splits (namespaced lab): the two regions cut from each other, both still
+    /// reaching the witness and the clients; the peer must not take over.
+    #[arg(long, default_value_t = 0)]
+    region_splits: u32,
+    /// One-way cuts (namespaced lab): only the primary's packets to the witness dropped, or
+    /// only the witness's packets to the primary, alternately; the peer must take over.
+    #[arg(long, default_value_t = 0)]
+    one_way_cuts: u32,
+    /// Flapping (namespaced lab): the primary's link to the witness cut and healed at random
+    /// intervals around the renew interval, for three TTLs.
+    #[arg(long, default_value_t = 0)]
+    flaps: u32,
+    /// Clock faults (libfaketime): one controller's wall clock stepped forward 5 TTLs, back 5
+    /// TTLs, or skewed ±10 %, in turn, for three TTLs (the monotonic clock is left alone).
+    #[arg(long, default_value_t = 0)]
+    clock_faults: u32,
     /// Crash the switchover source and target at each step boundary (the steps their
     /// controllers persist, found by one clean switchover, plus the target between acquiring
     /// the lease and persisting its operation); each controller restarts at once.
@@ -136,6 +157,11 @@ impl DrillFlags {
             db_pauses: self.db_pauses,
             double_failures: self.double_failures,
             witness_outages: self.witness_outages,
+            isolations: self.isolations,
+            region_splits: self.region_splits,
+            one_way_cuts: self.one_way_cuts,
+            flaps: self.flaps,
+            clock_faults: self.clock_faults,
             switchover_crashes: self.switchover_crashes,
             seed: self.seed,
             hostile_interval: (self.hostile_interval_ms > 0)
@@ -173,39 +199,80 @@ struct LabArgs {
     /// the one next to this executable (`cargo build` puts both in the same directory).
     #[arg(long, env = "CONTINUUM_CONTROLLER_BIN")]
     controller_bin: Option<PathBuf>,
+    /// The `witness-server` binary the namespaced lab runs on the witness's host. Default: the
+    /// one next to this executable.
+    #[arg(long, env = "CONTINUUM_WITNESS_BIN")]
+    witness_bin: Option<PathBuf>,
+    /// The lab's network. `netns`: each region and the witness a network namespace on a
+    /// bridge, partitions are nftables DROP rules (packets vanish; needs root, iproute2 and
+    /// nftables). `loopback`: every part on 127.0.0.x, partitions through a TCP proxy that
+    /// drops connections. Default: `netns` as root, `loopback` otherwise.
+    #[arg(long, env = "CONTINUUM_LAB_NET", value_enum)]
+    net: Option<NetMode>,
 }
 
 impl LabArgs {
+    /// `--net`, or its default: namespaces as root.
+    fn options_net(&self) -> NetMode {
+        self.net.unwrap_or(if nix::unistd::geteuid().is_root() {
+            NetMode::Netns
+        } else {
+            NetMode::Loopback
+        })
+    }
+
     fn options(&self) -> anyhow::Result<LabOptions> {
         if self.dir.exists() {
             std::fs::remove_dir_all(&self.dir)
                 .with_context(|| format!("wiping {}", self.dir.display()))?;
         }
         std::fs::create_dir_all(&self.dir)?;
+        let net = self.options_net();
         Ok(LabOptions {
+            faketime: false,
+            net,
+            witness_bin: match net {
+                NetMode::Netns => Some(sibling_bin(
+                    self.witness_bin.as_deref(),
+                    "witness-server",
+                    "witness-worker",
+                    "--witness-bin",
+                )?),
+                NetMode::Loopback => None,
+            },
             dir: std::fs::canonicalize(&self.dir)?,
             ttl_seconds: self.ttl,
             renew_seconds: self.renew,
             durability: self.durability.clone(),
-            controller_bin: controller_bin(self.controller_bin.as_deref())?,
+            controller_bin: sibling_bin(
+                self.controller_bin.as_deref(),
+                "continuum-controller",
+                "continuum-controller",
+                "--controller-bin",
+            )?,
             tick_ms: 50,
             watchdog: !self.no_watchdog,
         })
     }
 }
 
-/// `--controller-bin`, or `continuum-controller` next to this executable.
-fn controller_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// `given`, or the executable `name` (of package `package`) next to this one.
+fn sibling_bin(
+    given: Option<&Path>,
+    name: &str,
+    package: &str,
+    flag: &str,
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p.to_owned());
     }
     let me = std::env::current_exe().context("locating this executable")?;
-    let sibling = me.with_file_name("continuum-controller");
+    let sibling = me.with_file_name(name);
     if sibling.is_file() {
         Ok(sibling)
     } else {
         anyhow::bail!(
-            "no continuum-controller next to {}: build it (`cargo build -p continuum-controller`) or pass --controller-bin",
+            "no {name} next to {}: build it (`cargo build -p {package} --bin {name}`) or pass {flag}",
             me.display()
         )
     }
@@ -224,6 +291,9 @@ async fn main() -> anyhow::Result<()> {
             let lab = Lab::up(args.options()?).await?;
             let info = lab.info().clone();
             println!("lab up in {}:", info.dir.display());
+            for h in &info.hosts {
+                println!("  host      {h}");
+            }
             println!("  witness   {}", info.witness_url);
             println!("  nats      {}", info.nats_url);
             println!(
@@ -275,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
             lab: args,
         } => {
             let mut summary = campaign::Summary::default();
+            let black_holes = args.options_net() == NetMode::Netns;
             let interval = Duration::from_millis(args.write_interval_ms.max(1));
             let hostile =
                 (hostile_interval_ms > 0).then(|| Duration::from_millis(hostile_interval_ms));
@@ -283,15 +354,20 @@ async fn main() -> anyhow::Result<()> {
                 Duration::from_secs(u64::from(args.renew)),
             );
             println!(
-                "campaign: {runs} runs, seed {seed}, TTL {} s, renew {} s, durability {}, in {}",
+                "campaign: {runs} runs, seed {seed}, TTL {} s, renew {} s, durability {}, network {}, in {}",
                 args.ttl,
                 args.renew,
                 args.durability,
+                if black_holes {
+                    "netns (nftables DROP)"
+                } else {
+                    "loopback (TCP proxy)"
+                },
                 args.dir.display()
             );
             for i in 0..runs {
                 let run_seed = campaign::run_seed(seed, i);
-                let opts = campaign::schedule(run_seed, interval, hostile);
+                let opts = campaign::schedule(run_seed, interval, hostile, black_holes);
                 let faults = campaign::faults(&opts)
                     .iter()
                     .map(|(k, n)| format!("{k}:{n}"))
@@ -304,7 +380,9 @@ async fn main() -> anyhow::Result<()> {
                 let mut run_args = args.clone();
                 run_args.dir = args.dir.join(format!("run-{}", i + 1));
                 let result = async {
-                    let mut lab = Lab::up(run_args.options()?).await?;
+                    let mut lab_opts = run_args.options()?;
+                    lab_opts.faketime = opts.clock_faults > 0;
+                    let mut lab = Lab::up(lab_opts).await?;
                     let r = drill::run(&mut lab, &opts, ttl, renew).await;
                     lab.down().await;
                     anyhow::Ok(r?)
@@ -346,7 +424,8 @@ async fn main() -> anyhow::Result<()> {
             drill: flags,
             lab: args,
         } => {
-            let opts = args.options()?;
+            let mut opts = args.options()?;
+            opts.faketime = flags.clock_faults > 0;
             println!(
                 "drill: starting the lab (TTL {} s, renew {} s, durability {}) in {}",
                 args.ttl,
@@ -417,6 +496,27 @@ async fn main() -> anyhow::Result<()> {
                 println!(
                     "double_failures={} superseded_writes={}",
                     rep.double_failures, rep.superseded_writes
+                );
+            }
+            if rep.isolations + rep.region_splits + rep.one_way_cuts + rep.flaps > 0 {
+                println!(
+                    "isolations={} region_splits={} one_way_cuts={} flaps={} superseded_writes={}",
+                    rep.isolations,
+                    rep.region_splits,
+                    rep.one_way_cuts,
+                    rep.flaps,
+                    rep.superseded_writes
+                );
+            }
+            if rep.clock_faults > 0 {
+                println!("clock_faults={}", rep.clock_faults);
+            }
+            for (kind, v) in &rep.rto_by_kind {
+                println!(
+                    "rto[{kind}]: n={} p50_ms={} p99_ms={}",
+                    v.len(),
+                    drill::quantile(v, 0.5),
+                    drill::quantile(v, 0.99)
                 );
             }
             if rep.witness_outages > 0 {

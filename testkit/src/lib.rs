@@ -40,7 +40,7 @@ pub use error::{HarnessError, Result};
 pub use kube::{Crd, KubeApi};
 pub use nats::NatsServer;
 pub use port::{free_port, free_udp_tcp_port};
-pub use postgres::{Pg, PgPair};
+pub use postgres::{Pg, PgHost, PgPair};
 pub use powerdns::PowerDns;
 pub use wait::{eventually, eventually_with};
 pub use workerd::{Workerd, WorkerdConfig};

@@ -5,6 +5,7 @@
 //! Ready = the monitoring endpoint `/healthz` answers 200. [`NatsServer::restart`] keeps the ports
 //! and the JetStream store, so clients reconnect and streams survive.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -26,23 +27,33 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     monitor_port: u16,
+    /// The address it listens on (client and monitoring).
+    ip: Ipv4Addr,
     dir: TempDir,
 }
 
 impl NatsServer {
-    /// Starts a fresh server with an empty JetStream store and waits until it is healthy.
+    /// Starts a fresh server on 127.0.0.1 with an empty JetStream store and waits until it is
+    /// healthy.
     pub async fn start() -> Result<Self> {
+        Self::start_on(Ipv4Addr::LOCALHOST).await
+    }
+
+    /// As [`NatsServer::start`], listening on `ip` (an address of this host, e.g. a bridge
+    /// that network namespaces reach it through).
+    pub async fn start_on(ip: Ipv4Addr) -> Result<Self> {
         let binary = find_program("nats-server", INSTALL)?;
         let dir = tempfile::Builder::new()
             .prefix("testkit-nats-")
             .tempdir()
             .map_err(HarnessError::io("creating the NATS temp dir"))?;
-        let process = spawn(&binary, dir.path(), None)?;
+        let process = spawn(&binary, dir.path(), ip, None)?;
         let mut server = Self {
             process,
             binary,
             port: 0,
             monitor_port: 0,
+            ip,
             dir,
         };
         let (port, monitor_port) = server.read_ports_file().await?;
@@ -52,9 +63,9 @@ impl NatsServer {
         Ok(server)
     }
 
-    /// The client URL, `nats://127.0.0.1:PORT`.
+    /// The client URL, `nats://127.0.0.1:PORT` (or the address it was started on).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.ip, self.port)
     }
 
     /// The client port.
@@ -64,7 +75,7 @@ impl NatsServer {
 
     /// The monitoring URL, `http://127.0.0.1:PORT` (`/healthz`, `/jsz`, `/varz`, ...).
     pub fn monitor_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.monitor_port)
+        format!("http://{}:{}", self.ip, self.monitor_port)
     }
 
     /// The JetStream store directory (`-sd`).
@@ -84,6 +95,7 @@ impl NatsServer {
         self.process = spawn(
             &self.binary,
             self.dir.path(),
+            self.ip,
             Some((self.port, self.monitor_port)),
         )?;
         self.wait_healthy().await
@@ -132,14 +144,19 @@ impl NatsServer {
     }
 }
 
-fn spawn(binary: &Path, dir: &Path, ports: Option<(u16, u16)>) -> Result<ServerProcess> {
+fn spawn(
+    binary: &Path,
+    dir: &Path,
+    ip: Ipv4Addr,
+    ports: Option<(u16, u16)>,
+) -> Result<ServerProcess> {
     let (port, monitor) = match ports {
         Some((p, m)) => (p.to_string(), m.to_string()),
         None => ("-1".to_owned(), "-1".to_owned()),
     };
     let mut cmd = Command::new(binary);
     cmd.arg("-a")
-        .arg("127.0.0.1")
+        .arg(ip.to_string())
         .arg("-p")
         .arg(&port)
         .arg("-m")

@@ -19,6 +19,8 @@
 //! Each node's own settings (port, `primary_conninfo`, ...) live in `testkit-node.conf` in its data
 //! directory, included at the end of `postgresql.conf`, so they can be rewritten on their own.
 
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,18 +77,21 @@ impl PgTools {
         Ok(Self { bindir, run_as })
     }
 
-    /// `bin` from the PostgreSQL bindir, run as the right user, in `cwd`.
-    fn std_command(&self, bin: &str, cwd: &Path) -> std::process::Command {
-        let program = self.bindir.join(bin);
-        let mut cmd = match &self.run_as {
-            Some((user, runuser)) => {
-                let mut c = std::process::Command::new(runuser);
-                c.arg("-u").arg(user).arg("--").arg(program);
-                c
-            }
-            None => std::process::Command::new(program),
-        };
-        cmd.current_dir(cwd);
+    /// `bin` from the PostgreSQL bindir, run as the right user, in `cwd`, inside network
+    /// namespace `netns` when given (`ip netns exec`, which execs: the child's pid is the
+    /// program's own).
+    fn std_command(&self, bin: &str, cwd: &Path, netns: Option<&str>) -> std::process::Command {
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some(ns) = netns {
+            argv.extend(["ip", "netns", "exec", ns].map(OsString::from));
+        }
+        if let Some((user, runuser)) = &self.run_as {
+            argv.push(runuser.into());
+            argv.extend(["-u", user.as_str(), "--"].map(OsString::from));
+        }
+        argv.push(self.bindir.join(bin).into());
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).current_dir(cwd);
         for var in [
             "PGHOST",
             "PGPORT",
@@ -102,7 +107,7 @@ impl PgTools {
     }
 
     fn command(&self, bin: &str, cwd: &Path) -> tokio::process::Command {
-        tokio::process::Command::from(self.std_command(bin, cwd))
+        tokio::process::Command::from(self.std_command(bin, cwd, None))
     }
 
     /// Hands `path` to the user the servers run as.
@@ -129,7 +134,18 @@ impl PgTools {
 
 // === Pg ===
 
-/// One PostgreSQL node: a data directory and a port on 127.0.0.1. Drop stops it (immediate).
+/// Where a node runs when it is not on loopback: a network namespace (made by the caller) and
+/// the address it is reached at from outside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgHost {
+    /// The namespace (`ip netns exec <netns>` starts and stops the server in it).
+    pub netns: String,
+    /// The address clients and the peer connect to.
+    pub ip: Ipv4Addr,
+}
+
+/// One PostgreSQL node: a data directory and a port on 127.0.0.1 (or on its [`PgHost`]'s
+/// address). Drop stops it (immediate).
 ///
 /// From a [`PgPair`], the nodes keep their names after a failover: [`PgPair::standby`] is still
 /// the node that *started* as standby, even once promoted.
@@ -143,6 +159,8 @@ pub struct Pg {
     tools: PgTools,
     /// Set for a standalone node, which owns its temp dir (dropped after the server stops).
     own_dir: Option<TempDir>,
+    /// The namespace and address it runs at (`None`: loopback, this namespace).
+    host: Option<PgHost>,
 }
 
 impl Pg {
@@ -150,14 +168,16 @@ impl Pg {
     pub async fn start() -> Result<Self> {
         let tools = PgTools::find()?;
         let dir = pg_temp_dir(&tools)?;
-        let mut pg = Self::init(&tools, dir.path(), "pg").await?;
+        let mut pg = Self::init(&tools, dir.path(), "pg", None).await?;
         pg.start_new(|port| format!("port = {port}\n")).await?;
         pg.own_dir = Some(dir);
         Ok(pg)
     }
 
-    /// Runs `initdb` for a node named `name` under `base` and writes the shared settings.
-    async fn init(tools: &PgTools, base: &Path, name: &str) -> Result<Self> {
+    /// Runs `initdb` for a node named `name` under `base` and writes the shared settings (on a
+    /// [`PgHost`]: listening on every address of its namespace, and trusting 10.0.0.0/8, the
+    /// private range the namespaces' bridge is on).
+    async fn init(tools: &PgTools, base: &Path, name: &str, host: Option<PgHost>) -> Result<Self> {
         let data_dir = base.join(name);
         run(tools
             .command("initdb", base)
@@ -169,8 +189,18 @@ impl Pg {
         let conf = data_dir.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .map_err(HarnessError::io(format!("reading {}", conf.display())))?;
-        text.push_str(&shared_settings(base));
+        text.push_str(&shared_settings(base, host.is_some()));
         write_as_is(&conf, &text)?;
+        if host.is_some() {
+            let hba = data_dir.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba)
+                .map_err(HarnessError::io(format!("reading {}", hba.display())))?;
+            text.push_str(
+                "# testkit: the network namespaces' bridge\n\
+                 host all all 10.0.0.0/8 trust\nhost replication all 10.0.0.0/8 trust\n",
+            );
+            write_as_is(&hba, &text)?;
+        }
         Ok(Self {
             name: name.into(),
             data_dir,
@@ -178,6 +208,7 @@ impl Pg {
             port: 0,
             tools: tools.clone(),
             own_dir: None,
+            host,
         })
     }
 
@@ -214,17 +245,37 @@ impl Pg {
         &self.name
     }
 
-    /// The TCP port on 127.0.0.1.
+    /// The TCP port (on [`Pg::ip`]).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address the server is reached at: 127.0.0.1, or its [`PgHost`]'s.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.host.as_ref().map_or(Ipv4Addr::LOCALHOST, |h| h.ip)
+    }
+
+    /// The network namespace the server runs in (`None`: this one).
+    pub fn netns(&self) -> Option<&str> {
+        self.host.as_ref().map(|h| h.netns.as_str())
     }
 
     /// A tokio-postgres connection string for user `postgres`, database `postgres`.
     pub fn conninfo(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
+            "host={} port={} user=postgres dbname=postgres connect_timeout=10",
+            self.ip(),
             self.port
         )
+    }
+
+    /// `pg_ctl`, run where the server runs.
+    fn pg_ctl(&self) -> tokio::process::Command {
+        tokio::process::Command::from(self.tools.std_command(
+            "pg_ctl",
+            &self.base_dir,
+            self.netns(),
+        ))
     }
 
     /// The data directory.
@@ -255,7 +306,7 @@ impl Pg {
     pub async fn start_server(&self) -> Result<()> {
         self.remove_stale_lock_files();
         let log = self.log_path();
-        let mut cmd = self.tools.command("pg_ctl", &self.base_dir);
+        let mut cmd = self.pg_ctl();
         cmd.arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
@@ -293,8 +344,7 @@ impl Pg {
 
     async fn pg_ctl_stop(&self, mode: &str) -> Result<()> {
         run(self
-            .tools
-            .command("pg_ctl", &self.base_dir)
+            .pg_ctl()
             .arg("-D")
             .arg(&self.data_dir)
             .args(["-m", mode, "-w", "-t", "60", "stop"]))
@@ -447,14 +497,20 @@ impl Pg {
             .command("pg_rewind", &self.base_dir)
             .arg(format!("--target-pgdata={}", self.data_dir.display()))
             .arg(format!(
-                "--source-server=host=127.0.0.1 port={} user=postgres dbname=postgres",
+                "--source-server=host={} port={} user=postgres dbname=postgres",
+                primary.ip(),
                 primary.port
             ))
             .arg("--no-sync"))
         .await?;
         // pg_rewind copied the source's config files, node conf and ALTER SYSTEM settings
         // included: write ours again and drop the source's overrides.
-        self.write_node_conf(&follower_conf(self.port, primary.port, application_name))?;
+        self.write_node_conf(&follower_conf(
+            self.port,
+            primary.ip(),
+            primary.port,
+            application_name,
+        ))?;
         write_as_is(
             &self.data_dir.join("postgresql.auto.conf"),
             "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n",
@@ -491,7 +547,9 @@ impl Drop for Pg {
         if !self.is_running() {
             return;
         }
-        let mut cmd = self.tools.std_command("pg_ctl", &self.base_dir);
+        let mut cmd = self
+            .tools
+            .std_command("pg_ctl", &self.base_dir, self.netns());
         cmd.arg("-D")
             .arg(&self.data_dir)
             .args(["-m", "immediate", "-w", "-t", "30", "stop"])
@@ -518,13 +576,28 @@ pub struct PgPair {
 }
 
 impl PgPair {
-    /// Creates and starts the pair, and waits until the standby is `sync`.
+    /// Creates and starts the pair on loopback, and waits until the standby is `sync`.
     pub async fn start() -> Result<Self> {
+        Self::start_on(None).await
+    }
+
+    /// Creates and starts the pair with each node in its own network namespace (`[primary,
+    /// standby]`, made by the caller and reachable from here), and waits until the standby is
+    /// `sync`.
+    pub async fn start_in(hosts: [PgHost; 2]) -> Result<Self> {
+        Self::start_on(Some(hosts)).await
+    }
+
+    async fn start_on(hosts: Option<[PgHost; 2]>) -> Result<Self> {
         let tools = PgTools::find()?;
         let dir = pg_temp_dir(&tools)?;
         let base = dir.path();
+        let [primary_host, standby_host] = match hosts {
+            Some([p, s]) => [Some(p), Some(s)],
+            None => [None, None],
+        };
 
-        let mut primary = Pg::init(&tools, base, "primary").await?;
+        let mut primary = Pg::init(&tools, base, "primary", primary_host).await?;
         primary
             .start_new(|port| {
                 format!("port = {port}\nsynchronous_standby_names = 'FIRST 1 ({STANDBY_NAME})'\n")
@@ -544,16 +617,9 @@ impl PgPair {
         let mut basebackup = tools.command("pg_basebackup", base);
         basebackup
             .env("PGOPTIONS", "-c synchronous_commit=local")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-            ])
+            .arg("-h")
+            .arg(primary.ip().to_string())
+            .args(["-U", "postgres", "-X", "stream", "-c", "fast"])
             .arg("-p")
             .arg(primary.port.to_string())
             .args(["-S", STANDBY_NAME, "--no-sync", "-D"])
@@ -568,10 +634,11 @@ impl PgPair {
             port: 0,
             tools: tools.clone(),
             own_dir: None,
+            host: standby_host,
         };
-        let primary_port = primary.port;
+        let (primary_ip, primary_port) = (primary.ip(), primary.port);
         standby
-            .start_new(|port| standby_conf(port, primary_port))
+            .start_new(|port| follower_conf(port, primary_ip, primary_port, STANDBY_NAME))
             .await?;
 
         let pair = Self {
@@ -701,11 +768,13 @@ fn pg_temp_dir(tools: &PgTools) -> Result<TempDir> {
 }
 
 /// Settings appended to every node's `postgresql.conf`; the last line includes the node conf.
-fn shared_settings(base: &Path) -> String {
+/// In a namespace of its own a node listens on every address there (`*`: the same line on both
+/// nodes, so `pg_rewind` copying the peer's files changes nothing).
+fn shared_settings(base: &Path, in_netns: bool) -> String {
     format!(
         "
 # --- testkit ---
-listen_addresses = '127.0.0.1'
+listen_addresses = '{listen}'
 unix_socket_directories = '{base}'
 wal_level = replica
 max_wal_senders = 10
@@ -721,21 +790,17 @@ max_connections = 50
 log_line_prefix = '%m [%p] %q%a '
 include_if_exists = '{NODE_CONF}'
 ",
-        base = base.display()
+        base = base.display(),
+        listen = if in_netns { "*" } else { "127.0.0.1" },
     )
 }
 
-/// The standby's node conf: streams from the primary as `standby1` through its slot.
-fn standby_conf(port: u16, primary_port: u16) -> String {
-    follower_conf(port, primary_port, STANDBY_NAME)
-}
-
-/// Node conf of a standby streaming from `primary_port` as `name`, through the slot `name`. It
-/// has no synchronous standby of its own, so it takes writes at once when promoted.
-fn follower_conf(port: u16, primary_port: u16, name: &str) -> String {
+/// Node conf of a standby streaming from `primary_ip:primary_port` as `name`, through the slot
+/// `name`. It has no synchronous standby of its own, so it takes writes at once when promoted.
+fn follower_conf(port: u16, primary_ip: Ipv4Addr, primary_port: u16, name: &str) -> String {
     format!(
         "port = {port}
-primary_conninfo = 'host=127.0.0.1 port={primary_port} user=postgres application_name={name}'
+primary_conninfo = 'host={primary_ip} port={primary_port} user=postgres application_name={name}'
 primary_slot_name = '{name}'
 synchronous_standby_names = ''
 "
@@ -811,9 +876,9 @@ mod tests {
 
     #[test]
     fn standby_conf_names_itself_for_synchronous_standby_names() {
-        let conf = standby_conf(5433, 5432);
+        let conf = follower_conf(5433, Ipv4Addr::new(10, 9, 8, 2), 5432, STANDBY_NAME);
         assert!(conf.contains("application_name=standby1'"));
-        assert!(conf.contains("port=5432 "));
+        assert!(conf.contains("host=10.9.8.2 port=5432 "));
         assert!(conf.contains("primary_slot_name = 'standby1'"));
         assert!(conf.contains("synchronous_standby_names = ''"));
     }

@@ -35,14 +35,23 @@ pub struct PowerDns {
     process: ServerProcess,
     dns_port: u16,
     web_port: u16,
+    /// The address both listeners are on.
+    ip: Ipv4Addr,
     api_key: String,
     http: reqwest::Client,
     dir: TempDir,
 }
 
 impl PowerDns {
-    /// Starts a fresh server with an empty database and waits until its API and DNS answer.
+    /// Starts a fresh server on 127.0.0.1 with an empty database and waits until its API and
+    /// DNS answer.
     pub async fn start() -> Result<Self> {
+        Self::start_on(Ipv4Addr::LOCALHOST).await
+    }
+
+    /// As [`PowerDns::start`], with both listeners on `ip` (an address of this host, e.g. a
+    /// bridge that network namespaces reach it through); the API also admits 10.0.0.0/8.
+    pub async fn start_on(ip: Ipv4Addr) -> Result<Self> {
         let binary = find_program("pdns_server", INSTALL)?;
         let sqlite = find_program("sqlite3", INSTALL)?;
         require_file(Path::new(SCHEMA), INSTALL)?;
@@ -64,7 +73,7 @@ impl PowerDns {
         for attempt in 0..START_ATTEMPTS {
             let dns_port = crate::free_udp_tcp_port()?;
             let web_port = crate::free_port()?;
-            let conf = config(dir.path(), &db, dns_port, web_port, &api_key);
+            let conf = config(dir.path(), &db, ip, dns_port, web_port, &api_key);
             std::fs::write(dir.path().join("pdns.conf"), conf)
                 .map_err(HarnessError::io("writing pdns.conf"))?;
             let mut cmd = Command::new(&binary);
@@ -78,6 +87,7 @@ impl PowerDns {
                 process,
                 dns_port,
                 web_port,
+                ip,
                 api_key: api_key.clone(),
                 http: http.clone(),
                 dir,
@@ -97,14 +107,15 @@ impl PowerDns {
         }))
     }
 
-    /// The DNS listener (UDP and TCP) on 127.0.0.1.
+    /// The DNS listener (UDP and TCP) on 127.0.0.1 (or the address it was started on).
     pub fn dns_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.dns_port))
+        SocketAddr::from((self.ip, self.dns_port))
     }
 
-    /// The webserver root, `http://127.0.0.1:PORT`; the API lives under `/api/v1`.
+    /// The webserver root, `http://127.0.0.1:PORT` (or the address it was started on); the
+    /// API lives under `/api/v1`.
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.web_port)
+        format!("http://{}:{}", self.ip, self.web_port)
     }
 
     /// The API key (send it as `X-API-Key`); random per instance.
@@ -285,13 +296,20 @@ fn canonical(name: &str) -> String {
 
 /// The `pdns.conf` of one instance. Everything lives in `dir`; nothing is shared with another
 /// instance or with a packaged PowerDNS.
-fn config(dir: &Path, db: &Path, dns_port: u16, web_port: u16, api_key: &str) -> String {
+fn config(
+    dir: &Path,
+    db: &Path,
+    ip: Ipv4Addr,
+    dns_port: u16,
+    web_port: u16,
+    api_key: &str,
+) -> String {
     let dir = dir.display();
     format!(
         "\
 launch=gsqlite3
 gsqlite3-database={db}
-local-address=127.0.0.1
+local-address={ip}
 local-port={dns_port}
 reuseport=no
 socket-dir={dir}
@@ -301,9 +319,9 @@ disable-syslog=yes
 api=yes
 api-key={api_key}
 webserver=yes
-webserver-address=127.0.0.1
+webserver-address={ip}
 webserver-port={web_port}
-webserver-allow-from=127.0.0.0/8
+webserver-allow-from=127.0.0.0/8,10.0.0.0/8
 enable-lua-records=yes
 lua-health-checks-interval=1
 security-poll-suffix=
@@ -328,7 +346,14 @@ mod tests {
 
     #[test]
     fn config_keeps_everything_in_the_instance_dir() {
-        let conf = config(Path::new("/t/x"), Path::new("/t/x/db"), 5300, 8081, "k");
+        let conf = config(
+            Path::new("/t/x"),
+            Path::new("/t/x/db"),
+            Ipv4Addr::LOCALHOST,
+            5300,
+            8081,
+            "k",
+        );
         assert!(conf.contains("socket-dir=/t/x\n"));
         assert!(conf.contains("local-port=5300\n"));
         assert!(conf.contains("webserver-port=8081\n"));
