@@ -17,18 +17,23 @@ cargo build -p continuum-controller --bin crdgen
 python3 charts/tests/test_charts.py
 python3 charts/tests/test_audits.py
 cargo test --workspace
-# A short Continuum drill on the real lab (PostgreSQL pair, PowerDNS, NATS, witness-server):
-# 2 kills, 1 switchover, 1 partition from the witness, 1 database-only kill, 1 controller-only
+# A short Continuum drill on the real lab (PostgreSQL pair, PowerDNS, NATS, witness-server; as
+# root, every region and the witness in a network namespace of its own, partitions by nftables
+# DROP): 2 kills, 1 switchover, 1 partition from the witness only, 1 isolation, 2 one-way cuts,
+# 1 region split, 1 flapping link, 1 database-only kill, 1 database freeze, 1 controller-only
 # kill (database left running), 1 controller pause past the TTL, 1 double failure (the
-# superseded old primary must stay fenced), 2 witness outages (short, longer than the TTL), a
-# switchover crashed at each step boundary on both sides, and the approved failback, at TTL
-# 6 s, with the hostile client writing to both databases; exits non-zero on a lost
-# transaction, two writers (the ledger's rounds or the checker's split-brain pairs), a
+# superseded old primary must stay fenced), 2 witness kills (short, longer than the TTL), 2
+# clock faults (libfaketime), 2 state-directory faults (full, read-only), a switchover crashed
+# at each step boundary on both sides, and the approved failback, at TTL 6 s, with the hostile
+# client writing to both databases; exits non-zero on a lost transaction, two writers (the
+# ledger's rounds, a superseded primary's late write or the checker's split-brain pairs), a
 # partitioned primary that did not fence before the grant, or a stuck failover.
-cargo build -p continuum-controller -p continuum-lab --bins
+cargo build -p continuum-controller -p continuum-lab -p witness-worker --bins
 "$CARGO_TARGET_DIR/debug/continuum-lab" drill --ttl 6 --renew 2 \
-  --kills 2 --switchovers 1 --partitions 1 --db-kills 1 --ctl-kills 1 --pauses 1 \
-  --double-failures 1 --witness-outages 2 --switchover-crashes --seed 20261207 --dir "${TMPDIR:-/tmp}/continuum-ci-drill"
+  --kills 2 --switchovers 1 --partitions 1 --isolations 1 --one-way-cuts 2 --region-splits 1 \
+  --flaps 1 --db-kills 1 --db-pauses 1 --ctl-kills 1 --pauses 1 --double-failures 1 \
+  --witness-outages 2 --clock-faults 2 --state-dir-faults 2 --switchover-crashes --seed 20261207 \
+  --dir "${TMPDIR:-/tmp}/continuum-ci-drill"
 # The short seeded campaign: 5 runs, each a fresh lab with 2-3 faults drawn from the seed; one
 # line per run and a `campaign: …` summary; exits non-zero on a loss, two writers or a stuck run.
 "$CARGO_TARGET_DIR/debug/continuum-lab" campaign --runs 5 --seed 20261207 --ttl 6 --renew 2 \

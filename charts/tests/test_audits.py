@@ -39,7 +39,37 @@ class Audits(unittest.TestCase):
     def test_the_tree_passes_every_audit(self):
         code, out = run("all", REPO)
         self.assertEqual(code, 0, out)
-        self.assertEqual(out.count("PASS"), 4, out)
+        self.assertEqual(out.count("PASS"), 5, out)
+
+    def drill_tree(self):
+        shutil.copy(os.path.join(REPO, "README.md"), self.tmp)
+        shutil.copytree(os.path.join(REPO, "continuum-controller", "drills"),
+                        os.path.join(self.tmp, "continuum-controller", "drills"))
+
+    def test_a_hand_edited_campaign_figure_in_the_readme_fails(self):
+        self.drill_tree()
+        code, out = run("drill-readme", self.tmp)
+        self.assertEqual(code, 0, out)
+        with open(os.path.join(self.tmp, "README.md")) as f:
+            text = f.read()
+        begin = text.index("<!-- campaign-table:begin -->")
+        row = text.index("| `continuum-controller/drills/campaign-", begin)
+        # Claim one more run than the stored output holds.
+        line = text[row:text.index("\n", row)]
+        cells = line.split(" | ")
+        cells[3] = str(int(cells[3]) + 1)
+        self.edit("README.md", line, " | ".join(cells))
+        code, out = run("drill-readme", self.tmp)
+        self.assertEqual(code, 1, out)
+        self.assertIn("differs from the stored campaign outputs", out)
+
+    def test_a_new_stored_campaign_changes_the_table(self):
+        self.drill_tree()
+        src = os.path.join(self.tmp, "continuum-controller", "drills")
+        stored = sorted(f for f in os.listdir(src) if f.startswith("campaign-"))[0]
+        shutil.copy(os.path.join(src, stored), os.path.join(src, "campaign-zz-copy.txt"))
+        code, out = run("drill-readme", self.tmp)
+        self.assertEqual(code, 1, out)
 
     def test_dependency_drift_is_exit_1(self):
         self.edit("bootstrap-kit/56-bp-flow-server.yaml", "    - name: bp-cert-manager\n", "    - name: bp-cnpg\n")

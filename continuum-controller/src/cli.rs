@@ -8,6 +8,10 @@ pub fn init_tracing() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // A log line that cannot be written (a full disk under stdout) is dropped. The default
+        // reports it with `eprintln!`, which PANICS when stderr is on the same full disk: the
+        // lab's state-directory fault killed the controller (exit 101) that way.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -265,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
             bindir,
             run_as,
         } => {
+            init_tracing();
             continuum_controller::watchdog::serve(
                 listen,
                 continuum_controller::watchdog::WatchdogConfig {

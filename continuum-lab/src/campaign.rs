@@ -39,7 +39,7 @@ pub fn run_seed(seed: u64, i: u32) -> u64 {
 
 /// The fault kinds a schedule draws from (the last four need the namespaced lab; on loopback
 /// they are drawn as `partition`).
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "kill",
     "db-pause",
     "controller-kill",
@@ -55,6 +55,7 @@ pub const KINDS: [&str; 15] = [
     "one-way",
     "flap",
     "clock",
+    "state-dir",
 ];
 
 /// One run's drill options: two or three faults drawn from [`KINDS`] (the step-by-step
@@ -83,6 +84,7 @@ pub fn schedule(
         one_way_cuts: 0,
         flaps: 0,
         clock_faults: 0,
+        state_dir_faults: 0,
         switchover_crashes: false,
         seed: Some(run_seed),
         hostile_interval: hostile,
@@ -108,6 +110,7 @@ pub fn schedule(
             "one-way" => o.one_way_cuts += 1,
             "flap" => o.flaps += 1,
             "clock" => o.clock_faults += 1,
+            "state-dir" => o.state_dir_faults += 1,
             _ => {
                 if !o.switchover_crashes && g.below(3) == 0 {
                     o.switchover_crashes = true;
@@ -136,6 +139,7 @@ pub fn faults(o: &DrillOptions) -> Vec<(&'static str, u32)> {
         ("one-way", o.one_way_cuts),
         ("flap", o.flaps),
         ("clock", o.clock_faults),
+        ("state-dir", o.state_dir_faults),
         ("switchover", o.switchovers),
         ("switchover-crashes", u32::from(o.switchover_crashes)),
         ("failback", u32::from(o.failback)),

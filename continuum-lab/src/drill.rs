@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
 use crate::hostile::{self, Hostile};
-use crate::lab::{Lab, LabError, REGIONS};
+use crate::lab::{Lab, LabError, REGIONS, StateFault};
 use crate::net::{self, Direction};
 
 /// One acknowledged commit.
@@ -258,6 +258,9 @@ pub struct DrillOptions {
     /// clock stepped forward 5 TTLs, stepped back 5 TTLs, or skewed ±10 %, in turn, for three
     /// TTLs, then set right.
     pub clock_faults: u32,
+    /// State-directory faults (the lab must run with `state_tmpfs`): the primary's state
+    /// directory full, or read-only, in turn, for three TTLs.
+    pub state_dir_faults: u32,
     /// Crash the switchover source and target at each step boundary their controllers
     /// persist (discovered from one clean switchover), plus the target between acquiring the
     /// lease and persisting its operation; each controller is restarted at once.
@@ -308,6 +311,8 @@ pub struct DrillReport {
     pub flaps: u32,
     /// Clock faults done.
     pub clock_faults: u32,
+    /// State-directory faults done.
+    pub state_dir_faults: u32,
     /// Write unavailability per witness outage, ms.
     pub outage_gap_ms: Vec<u64>,
     /// Switchovers crashed at a step boundary: (side, step, first write after the crash, ms).
@@ -815,6 +820,60 @@ pub async fn run(
     black_hole_faults(lab, &w, opts, &mut rng, ttl, renew, heal, &mut rep).await?;
     for c in 0..opts.clock_faults {
         clock_fault(lab, &w, c, &mut rng, ttl, heal, &mut rep).await?;
+    }
+    for f in 0..opts.state_dir_faults {
+        let (primary, _) = primary_and_peer(lab)?;
+        let fault = if f % 2 == 0 {
+            StateFault::Full
+        } else {
+            StateFault::ReadOnly
+        };
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.state_dir_fault(&primary, fault)?;
+        tokio::time::sleep(ttl * 3).await;
+        lab.state_dir_fault(&primary, StateFault::Clear)?;
+        let cleared = Instant::now();
+        // A controller that exited is started again, as its supervisor would.
+        let exited = lab.controller_exited(&primary);
+        if exited.is_some() {
+            lab.spawn_controller(&primary)?;
+        }
+        let ack = wait_first_ack(&w, lab, None, cleared, ttl * 2 + Duration::from_secs(60)).await?;
+        let now_writer = REGIONS[ack.region];
+        let moved = now_writer != primary;
+        if moved && let Some(first) = w.first_ack_after(ack.region, t0) {
+            rep.takeover(
+                "state-dir",
+                first.acked.duration_since(t0).as_millis() as u64,
+            );
+            if let Some(a) = w.acked_after(index_of(&primary), t0, first.acked) {
+                rep.superseded_writes += 1;
+                eprintln!(
+                    "STATE-DIR FAULT: old primary {primary} acknowledged row {} after {now_writer} took over",
+                    a.n
+                );
+            }
+        }
+        let during = w.acks_between(index_of(&primary), t0, cleared);
+        let lost = lost_on(lab, &w, now_writer).await?;
+        rep.lost_tx += lost;
+        rep.state_dir_faults += 1;
+        println!(
+            "[state dir {}] {primary}'s state directory {} for {} ms{}: it acknowledged {during} writes meanwhile; writes now on {now_writer}{}; lost {lost}",
+            f + 1,
+            if fault == StateFault::Full {
+                "full"
+            } else {
+                "read-only"
+            },
+            cleared.duration_since(t0).as_millis(),
+            exited.map_or(String::new(), |s| format!(
+                " (its controller exited: {s}; restarted)"
+            )),
+            if moved { " (took over)" } else { "" },
+        );
+        lab.wait_healthy(heal).await?;
     }
     if opts.switchover_crashes {
         switchover_crashes(lab, &w, ttl, heal, &mut rep).await?;

@@ -140,6 +140,9 @@ pub struct LabOptions {
     /// controller's wall clock. The monotonic clocks are left alone
     /// (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
     pub faketime: bool,
+    /// Mount each region's state directory as a small tmpfs (64 MiB; needs root), so that
+    /// [`Lab::state_dir_fault`] can fill it up or make it read-only.
+    pub state_tmpfs: bool,
     /// The `witness-server` executable (`netns`: it runs in the witness's namespace).
     pub witness_bin: Option<PathBuf>,
 }
@@ -420,6 +423,11 @@ impl Lab {
             spec_extra: SpecExtra::default(),
             net: net.map(std::sync::Mutex::new),
         };
+        if lab.opts.state_tmpfs {
+            for r in REGIONS {
+                lab.mount_state(r)?;
+            }
+        }
         lab.write_config()?;
         // The initial record: the home region, epoch 0 (every promotion writes a higher one).
         lab.initial_dns(port, ips).await?;
@@ -505,8 +513,14 @@ impl Lab {
     }
 
     /// Region `r`'s log file `name` in its state directory, opened for appending.
+    /// With [`LabOptions::state_tmpfs`] the logs live beside the state directory, in
+    /// `<region>.logs` (a full or read-only state directory must not also silence them).
     fn region_log(&self, r: &str, name: &str) -> Result<std::fs::File, LabError> {
-        let state = self.opts.dir.join(r);
+        let state = if self.opts.state_tmpfs {
+            self.opts.dir.join(format!("{r}.logs"))
+        } else {
+            self.opts.dir.join(r)
+        };
         std::fs::create_dir_all(&state)?;
         Ok(std::fs::OpenOptions::new()
             .create(true)
@@ -573,6 +587,14 @@ impl Lab {
         node(&self.pair, r)
             .freeze_server(stop)
             .map_err(|e| LabError::Failed(format!("freezing {r}'s database: {e}")))
+    }
+
+    /// If region `r`'s controller process has exited: its exit status (reaped), and the lab
+    /// forgets it so that [`Lab::spawn_controller`] can start it again as a supervisor would.
+    pub fn controller_exited(&mut self, r: &str) -> Option<std::process::ExitStatus> {
+        let status = self.controllers.get_mut(r)?.try_wait().ok()??;
+        self.controllers.remove(r);
+        Some(status)
     }
 
     /// SIGKILLs only region `r`'s controller (its database and watchdog stay up).
@@ -693,6 +715,61 @@ impl Lab {
             self.spawn_watchdog(r)?;
         }
         self.spawn_controller(r)
+    }
+
+    /// Mounts a 64 MiB tmpfs on region `r`'s state directory.
+    fn mount_state(&self, r: &str) -> Result<(), LabError> {
+        let dir = self.opts.dir.join(r);
+        std::fs::create_dir_all(&dir)?;
+        run_tool(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64m",
+            &format!("lab-{r}"),
+            &dir.display().to_string(),
+        ])
+    }
+
+    /// A fault of region `r`'s state directory (needs [`LabOptions::state_tmpfs`]): `Full`
+    /// fills it to the last byte with a filler file, `ReadOnly` remounts it read-only, `Clear`
+    /// removes the filler and remounts it read-write.
+    pub fn state_dir_fault(&self, r: &str, fault: StateFault) -> Result<(), LabError> {
+        if !self.opts.state_tmpfs {
+            return Err(LabError::Failed(
+                "state-directory faults need the lab started with state_tmpfs".into(),
+            ));
+        }
+        let dir = self.opts.dir.join(r);
+        let filler = dir.join("filler");
+        let d = dir.display().to_string();
+        match fault {
+            StateFault::Full => {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&filler)?;
+                let block = vec![0u8; 1 << 20];
+                loop {
+                    match f.write(&block) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // The last partial blocks, byte-sized writes until nothing fits.
+                while f.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+                Ok(())
+            }
+            StateFault::ReadOnly => run_tool(&["mount", "-o", "remount,ro", &d]),
+            StateFault::Clear => {
+                run_tool(&["mount", "-o", "remount,rw", &d])?;
+                match std::fs::remove_file(&filler) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 
     /// The environment that puts region `r`'s controller under libfaketime (empty unless
@@ -963,6 +1040,55 @@ impl Lab {
             let _ = c.start_kill();
             let _ = c.wait().await;
         }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.opts.state_tmpfs {
+            // Keep the logs: copy each state directory out of its tmpfs (to `<region>.state`),
+            // then detach the tmpfs (lazily: processes still in it are killed right after).
+            for r in REGIONS {
+                let dir = self.opts.dir.join(r).display().to_string();
+                let keep = self
+                    .opts
+                    .dir
+                    .join(format!("{r}.state"))
+                    .display()
+                    .to_string();
+                let _ = run_tool(&["cp", "-a", &dir, &keep]);
+                let _ = run_tool(&["umount", "-l", &dir]);
+            }
+        }
+    }
+}
+
+/// A fault of a region's state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFault {
+    /// No byte left.
+    Full,
+    /// Remounted read-only.
+    ReadOnly,
+    /// Back to normal.
+    Clear,
+}
+
+/// Runs a system tool, with its stderr in the error.
+fn run_tool(argv: &[&str]) -> Result<(), LabError> {
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Failed(format!("{}: {e}", argv.join(" "))))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Failed(format!(
+            "{}: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 

@@ -126,6 +126,11 @@ struct DrillFlags {
     /// TTLs, or skewed ±10 %, in turn, for three TTLs (the monotonic clock is left alone).
     #[arg(long, default_value_t = 0)]
     clock_faults: u32,
+    /// State-directory faults (each region's state directory is then a 64 MiB tmpfs; needs
+    /// root): the primary's filled to the last byte, or remounted read-only, in turn, for
+    /// three TTLs.
+    #[arg(long, default_value_t = 0)]
+    state_dir_faults: u32,
     /// Crash the switchover source and target at each step boundary (the steps their
     /// controllers persist, found by one clean switchover, plus the target between acquiring
     /// the lease and persisting its operation); each controller restarts at once.
@@ -162,6 +167,7 @@ impl DrillFlags {
             one_way_cuts: self.one_way_cuts,
             flaps: self.flaps,
             clock_faults: self.clock_faults,
+            state_dir_faults: self.state_dir_faults,
             switchover_crashes: self.switchover_crashes,
             seed: self.seed,
             hostile_interval: (self.hostile_interval_ms > 0)
@@ -222,6 +228,20 @@ impl LabArgs {
     }
 
     fn options(&self) -> anyhow::Result<LabOptions> {
+        // A lab that died with its state directories mounted (state-directory faults) would
+        // make the wipe fail with EBUSY: detach them first.
+        if nix::unistd::geteuid().is_root() {
+            for r in continuum_lab::lab::REGIONS {
+                let d = self.dir.join(r);
+                if d.exists() {
+                    let _ = std::process::Command::new("umount")
+                        .arg("-l")
+                        .arg(&d)
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+        }
         if self.dir.exists() {
             std::fs::remove_dir_all(&self.dir)
                 .with_context(|| format!("wiping {}", self.dir.display()))?;
@@ -230,6 +250,7 @@ impl LabArgs {
         let net = self.options_net();
         Ok(LabOptions {
             faketime: false,
+            state_tmpfs: false,
             net,
             witness_bin: match net {
                 NetMode::Netns => Some(sibling_bin(
@@ -382,6 +403,7 @@ async fn main() -> anyhow::Result<()> {
                 let result = async {
                     let mut lab_opts = run_args.options()?;
                     lab_opts.faketime = opts.clock_faults > 0;
+                    lab_opts.state_tmpfs = opts.state_dir_faults > 0;
                     let mut lab = Lab::up(lab_opts).await?;
                     let r = drill::run(&mut lab, &opts, ttl, renew).await;
                     lab.down().await;
@@ -426,6 +448,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut opts = args.options()?;
             opts.faketime = flags.clock_faults > 0;
+            opts.state_tmpfs = flags.state_dir_faults > 0;
             println!(
                 "drill: starting the lab (TTL {} s, renew {} s, durability {}) in {}",
                 args.ttl,
@@ -508,8 +531,11 @@ async fn main() -> anyhow::Result<()> {
                     rep.superseded_writes
                 );
             }
-            if rep.clock_faults > 0 {
-                println!("clock_faults={}", rep.clock_faults);
+            if rep.clock_faults > 0 || rep.state_dir_faults > 0 {
+                println!(
+                    "clock_faults={} state_dir_faults={}",
+                    rep.clock_faults, rep.state_dir_faults
+                );
             }
             for (kind, v) in &rep.rto_by_kind {
                 println!(

@@ -11,7 +11,10 @@ use flow_adapter_flux::{Health, Metrics, emit, recover};
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    // Unwritable log lines are dropped, never reported with a panicking `eprintln!`.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     if format == "json" {
         b.json().init();
     } else {

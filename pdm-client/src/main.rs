@@ -226,6 +226,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Unwritable log lines are dropped, never reported with a panicking `eprintln!`.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     match run(cli).await {

@@ -93,6 +93,8 @@ async fn main() {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Unwritable log lines are dropped, never reported with a panicking `eprintln!`.
+        .log_internal_errors(false)
         .init();
     let Args {
         listen,
