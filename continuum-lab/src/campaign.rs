@@ -94,24 +94,14 @@ pub fn schedule(
     };
     let n = 2 + g.below(2);
     for _ in 0..n {
-        match KINDS[g.below(KINDS.len() as u64) as usize] {
-            "kill" => o.kills += 1,
-            "controller-kill" => o.ctl_kills += 1,
-            "pause" => o.pauses += 1,
-            "db-pause" => o.db_pauses += 1,
-            "db-kill" => o.db_kills += 1,
-            "partition" => o.partitions += 1,
-            "double-failure" => o.double_failures += 1,
-            "witness-outage" => o.witness_outages += 1,
-            "switchover" => o.switchovers += 1,
-            "isolate" | "region-split" | "one-way" | "flap" if !black_holes => o.partitions += 1,
-            "isolate" => o.isolations += 1,
-            "region-split" => o.region_splits += 1,
-            "one-way" => o.one_way_cuts += 1,
-            "flap" => o.flaps += 1,
-            "clock" => o.clock_faults += 1,
-            "state-dir" => o.state_dir_faults += 1,
-            _ => {
+        let drawn = KINDS[g.below(KINDS.len() as u64) as usize];
+        let kind = match drawn {
+            "isolate" | "region-split" | "one-way" | "flap" if !black_holes => "partition",
+            k => k,
+        };
+        match counter(&mut o, kind) {
+            Some(c) => *c += 1,
+            None => {
                 if !o.switchover_crashes && g.below(3) == 0 {
                     o.switchover_crashes = true;
                 } else {
@@ -123,27 +113,39 @@ pub fn schedule(
     o
 }
 
-/// The faults of `o`, as `kind:count` pairs.
+/// The count of fault `kind` in `o` (`None`: `switchover-crashes`, a flag).
+fn counter<'a>(o: &'a mut DrillOptions, kind: &str) -> Option<&'a mut u32> {
+    Some(match kind {
+        "kill" => &mut o.kills,
+        "controller-kill" => &mut o.ctl_kills,
+        "pause" => &mut o.pauses,
+        "db-pause" => &mut o.db_pauses,
+        "db-kill" => &mut o.db_kills,
+        "partition" => &mut o.partitions,
+        "double-failure" => &mut o.double_failures,
+        "witness-outage" => &mut o.witness_outages,
+        "isolate" => &mut o.isolations,
+        "region-split" => &mut o.region_splits,
+        "one-way" => &mut o.one_way_cuts,
+        "flap" => &mut o.flaps,
+        "clock" => &mut o.clock_faults,
+        "state-dir" => &mut o.state_dir_faults,
+        "switchover" => &mut o.switchovers,
+        _ => return None,
+    })
+}
+
+/// The faults of `o`, as `kind:count` pairs (in [`KINDS`] order, then the failback).
 pub fn faults(o: &DrillOptions) -> Vec<(&'static str, u32)> {
-    let mut v = vec![
-        ("kill", o.kills),
-        ("controller-kill", o.ctl_kills),
-        ("pause", o.pauses),
-        ("db-pause", o.db_pauses),
-        ("db-kill", o.db_kills),
-        ("partition", o.partitions),
-        ("double-failure", o.double_failures),
-        ("witness-outage", o.witness_outages),
-        ("isolate", o.isolations),
-        ("region-split", o.region_splits),
-        ("one-way", o.one_way_cuts),
-        ("flap", o.flaps),
-        ("clock", o.clock_faults),
-        ("state-dir", o.state_dir_faults),
-        ("switchover", o.switchovers),
-        ("switchover-crashes", u32::from(o.switchover_crashes)),
-        ("failback", u32::from(o.failback)),
-    ];
+    let mut c = o.clone();
+    let mut v: Vec<(&'static str, u32)> = KINDS
+        .iter()
+        .map(|k| match counter(&mut c, k) {
+            Some(n) => (*k, *n),
+            None => (*k, u32::from(o.switchover_crashes)),
+        })
+        .collect();
+    v.push(("failback", u32::from(o.failback)));
     v.retain(|(_, n)| *n > 0);
     v
 }

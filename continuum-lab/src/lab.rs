@@ -549,13 +549,7 @@ impl Lab {
         if nix::unistd::geteuid().is_root() {
             cmd.arg("--run-as").arg("postgres");
         }
-        let child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
+        let child = spawn_logged(&mut cmd, log)?
             .map_err(|e| LabError::Failed(format!("spawning the watchdog of {r}: {e}")))?;
         if let Some(w) = self.watchdogs.get_mut(r) {
             w.1 = Some(child);
@@ -606,9 +600,8 @@ impl Lab {
     pub fn spawn_controller(&mut self, r: &str) -> Result<(), LabError> {
         let state = self.opts.dir.join(r);
         let log = self.region_log(r, "controller.log")?;
-        let child = self
-            .command_on(r, &self.opts.controller_bin)?
-            .arg("run")
+        let mut cmd = self.command_on(r, &self.opts.controller_bin)?;
+        cmd.arg("run")
             .arg("--region")
             .arg(r)
             .arg("--config")
@@ -629,19 +622,13 @@ impl Lab {
             )
             .envs(self.faketime_env(r)?)
             .env("CONTINUUM_WITNESS_TOKEN", witness_token(r))
-            .env("CONTINUUM_POWERDNS_API_KEY", self._pdns.api_key())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                LabError::Failed(format!(
-                    "spawning {}: {e}",
-                    self.opts.controller_bin.display()
-                ))
-            })?;
+            .env("CONTINUUM_POWERDNS_API_KEY", self._pdns.api_key());
+        let child = spawn_logged(&mut cmd, log)?.map_err(|e| {
+            LabError::Failed(format!(
+                "spawning {}: {e}",
+                self.opts.controller_bin.display()
+            ))
+        })?;
         self.controllers.insert(r.to_owned(), child);
         Ok(())
     }
@@ -1092,6 +1079,21 @@ fn run_tool(argv: &[&str]) -> Result<(), LabError> {
     }
 }
 
+/// Spawns `cmd` with `RUST_LOG=info`, no stdin, stdout and stderr to `log`, killed when its
+/// handle drops. The outer error is the log's, the inner the spawn's.
+fn spawn_logged(
+    cmd: &mut tokio::process::Command,
+    log: std::fs::File,
+) -> Result<std::io::Result<tokio::process::Child>, LabError> {
+    Ok(cmd
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn())
+}
+
 /// SIGKILLs a child process (if any) and reaps it.
 async fn sigkill(child: Option<tokio::process::Child>) {
     if let Some(mut c) = child {
@@ -1229,13 +1231,7 @@ async fn spawn_witness_in(
     if init {
         cmd.arg("--init");
     }
-    let spawned = cmd
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
+    let spawned = spawn_logged(&mut cmd, log)?
         .map_err(|e| start_err("witness")(format!("spawning {}: {e}", bin.display())))?;
     *child = Some(Box::new(spawned));
     // Ready when its health endpoint answers.

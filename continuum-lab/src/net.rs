@@ -301,14 +301,18 @@ fn run(argv: &[&str]) -> Result<(), NetError> {
             command: argv.join(" "),
             detail: e.to_string(),
         })?;
+    checked(argv.join(" "), &out, "")
+}
+
+/// `Ok` when the command succeeded, else its stderr (and `context`) in the error.
+fn checked(command: String, out: &std::process::Output, context: &str) -> Result<(), NetError> {
     if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Command {
-            command: argv.join(" "),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
+        return Ok(());
     }
+    Err(NetError::Command {
+        command,
+        detail: format!("{}{context}", String::from_utf8_lossy(&out.stderr).trim()),
+    })
 }
 
 fn run_quiet(argv: &[&str]) -> bool {
@@ -342,15 +346,5 @@ fn nft(netns: &str, rules: &str) -> Result<(), NetError> {
         command: command.clone(),
         detail: e.to_string(),
     })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Command {
-            command,
-            detail: format!(
-                "{}\nrules:\n{rules}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
-    }
+    checked(command, &out, &format!("\nrules:\n{rules}"))
 }
