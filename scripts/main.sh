@@ -6,7 +6,9 @@
 #                                          no tokens: loopback only); Ctrl-C stops it
 #   scripts/main.sh drill [args]           Continuum's drill on the two-region lab (default:
 #                                          TTL 6 s, 20 kills, 10 switchovers, the failback)
-#   scripts/main.sh campaign [args]        seeded fault campaign (default: 20 runs, seed 1, TTL 6 s)
+#   scripts/main.sh campaign [args]        seeded fault campaign (default: the stored README run,
+#                                          40 runs, seed 20261207, TTL 6 s; as root in network
+#                                          namespaces)
 #   scripts/main.sh lab [args]             keep the two-region lab running (Ctrl-C stops it)
 # Extra arguments go to the program (see its --help).
 set -euo pipefail
@@ -22,7 +24,9 @@ case "${1:-flow-server}" in
     exec "$bin/continuum-lab" drill "$@" ;;
   campaign)
     shift
-    if [ "$#" -eq 0 ]; then set -- --runs 20 --seed 1 --ttl 6 --renew 2; fi
+    # The README's campaign table comes from this command's stored output
+    # (continuum-controller/drills/campaign-ttl6-seed20261207-40runs.txt).
+    if [ "$#" -eq 0 ]; then set -- --runs 40 --seed 20261207 --ttl 6 --renew 2; fi
     exec "$bin/continuum-lab" campaign "$@" ;;
   lab)
     shift
