@@ -24,9 +24,20 @@ fn connect(addr: SocketAddr) -> Connect {
     }
 }
 
+/// The listener process, killed when dropped (also when an assertion fails: an orphan would
+/// hold the test's stdout open).
+struct Listener(Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A TCP listener on `addr` inside namespace `netns` (python3's socket module), accepting for
-/// as long as the child lives.
-fn listener(netns: &str, addr: SocketAddr) -> Child {
+/// as long as the returned guard lives.
+fn listener(netns: &str, addr: SocketAddr) -> Listener {
     let script = format!(
         "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
          s.bind(('{}',{}))\ns.listen(64)\nprint('ready',flush=True)\n\
@@ -47,7 +58,7 @@ fn listener(netns: &str, addr: SocketAddr) -> Child {
         .read_line(&mut line)
         .expect("listener output");
     assert_eq!(line.trim(), "ready");
-    child
+    Listener(child)
 }
 
 #[test]
@@ -59,7 +70,7 @@ fn cuts_black_hole_connects_one_or_both_ways_and_heal_restores_them() {
     let mut net = Net::up(&["h1", "h2"]).expect("the lab network");
     let h1 = SocketAddr::from((net.ip("h1").unwrap(), 9000));
     let ns1 = net.netns("h1").unwrap().unwrap().to_owned();
-    let mut l = listener(&ns1, h1);
+    let _l = listener(&ns1, h1);
     assert_eq!(connect(h1), Connect::Accepted, "no cut: connects");
     // A port nobody listens on is refused, not hung: the two outcomes are told apart.
     let closed = SocketAddr::from((h1.ip(), 9001));
@@ -89,8 +100,6 @@ fn cuts_black_hole_connects_one_or_both_ways_and_heal_restores_them() {
     assert_eq!(net.cuts(), ["h1->clients"]);
     net.heal_all().unwrap();
     assert_eq!(connect(h1), Connect::Accepted);
-    let _ = l.kill();
-    let _ = l.wait();
 }
 
 #[test]
