@@ -21,6 +21,7 @@ use tokio_postgres::NoTls;
 use crate::hostile::{self, Hostile};
 use crate::lab::{Lab, LabError, REGIONS, StateFault};
 use crate::net::{self, Direction};
+use crate::trap::{StepTrap, Target};
 
 /// One acknowledged commit.
 #[derive(Debug, Clone)]
@@ -278,6 +279,19 @@ pub struct DrillOptions {
     pub interval: Duration,
 }
 
+/// One switchover crashed at a step boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchoverCrash {
+    /// The side whose step boundary it was (`source` or `target`).
+    pub at: String,
+    /// The step that side had just persisted.
+    pub step: String,
+    /// The side whose controller was SIGKILLed there.
+    pub victim: String,
+    /// The first acknowledged write after the kill, ms.
+    pub writer_after_ms: u64,
+}
+
 /// The drill's figures.
 #[derive(Debug, Clone, Default)]
 pub struct DrillReport {
@@ -315,9 +329,9 @@ pub struct DrillReport {
     pub state_dir_faults: u32,
     /// Write unavailability per witness outage, ms.
     pub outage_gap_ms: Vec<u64>,
-    /// Switchovers crashed at a step boundary: (side, step, first write after the crash, ms).
-    pub switchover_crashes: Vec<(String, String, u64)>,
-    /// Step boundaries that passed between two polls (not crashed).
+    /// Switchovers crashed at a step boundary.
+    pub switchover_crashes: Vec<SwitchoverCrash>,
+    /// Crash points whose step did not come (not crashed).
     pub switchover_crash_misses: u32,
     /// The seed the schedule ran with.
     pub seed: u64,
@@ -1161,7 +1175,8 @@ async fn black_hole_faults(
     Ok(())
 }
 
-/// Which steps each side of a switchover persists, in order, from one clean switchover.
+/// The step boundaries of one switchover, discovered by running one under a tracing
+/// [`StepTrap`]: every step either side persisted, in order, as (`true`: source, step).
 async fn switchover_steps(
     lab: &mut Lab,
     w: &Writer,
@@ -1169,37 +1184,40 @@ async fn switchover_steps(
     id: &str,
 ) -> Result<Vec<(bool, String)>, LabError> {
     let (src, dst) = primary_and_peer(lab)?;
+    let trap = StepTrap::start(vec![lab.watched(&src)?, lab.watched(dst)?], None)
+        .map_err(|e| LabError::Failed(format!("the step trap: {e}")))?;
     let t0 = Instant::now();
     lab.request_switchover(Some((id.to_owned(), dst.to_owned())))?;
-    let mut seen: Vec<(bool, String)> = Vec::new();
-    let mut last: [Option<String>; 2] = [None, None];
     let deadline = t0 + Duration::from_secs(60);
     while w.first_ack_after(index_of(dst), t0).is_none() || lab.operation_step(dst).is_some() {
-        for (i, (r, source)) in [(src.as_str(), true), (dst, false)].iter().enumerate() {
-            let step = lab.operation_step(r);
-            if step != last[i] {
-                if let Some(s) = &step
-                    && !seen.iter().any(|(src, st)| src == source && st == s)
-                {
-                    seen.push((*source, s.clone()));
-                }
-                last[i] = step;
-            }
-        }
         if Instant::now() > deadline {
             return Err(LabError::Timeout(format!(
                 "the discovery switchover did not finish: {}",
                 lab.describe()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let trace = trap
+        .finish()
+        .map_err(|e| LabError::Failed(format!("the step trap: {e}")))?;
+    let mut seen: Vec<(bool, String)> = Vec::new();
+    for (r, step, _) in trace.steps {
+        let p = (r == src, step);
+        if !seen.contains(&p) {
+            seen.push(p);
+        }
     }
     lab.wait_healthy(heal).await?;
     lab.request_switchover(None)?;
     Ok(seen)
 }
 
-/// A switchover crashed at each step boundary (see [`DrillOptions::switchover_crashes`]).
+/// A switchover crashed at each step boundary, on both sides (see
+/// [`DrillOptions::switchover_crashes`]): for every step either side persists, one
+/// switchover in which the source's controller is SIGKILLed right there and one in which the
+/// target's is, by a [`StepTrap`]; plus the target's gap between taking the lease and
+/// persisting its first step (path 6), which no file marks and which is polled.
 async fn switchover_crashes(
     lab: &mut Lab,
     w: &Writer,
@@ -1208,69 +1226,93 @@ async fn switchover_crashes(
     rep: &mut DrillReport,
 ) -> Result<(), LabError> {
     let mut points = switchover_steps(lab, w, heal, "drill-sw-discover").await?;
-    // Between the target's AcquireLease and its first persisted step (path 6).
     points.insert(0, (false, "lease-acquired".to_owned()));
+    let side = |source: bool| if source { "source" } else { "target" };
     println!(
         "[switchover crashes] step boundaries: {}",
         points
             .iter()
-            .map(|(s, st)| format!("{}:{st}", if *s { "source" } else { "target" }))
+            .map(|(s, st)| format!("{}:{st}", side(*s)))
             .collect::<Vec<_>>()
             .join(" ")
     );
-    for (i, (source, step)) in points.iter().enumerate() {
+    let crashes: Vec<(bool, String, bool)> = points
+        .iter()
+        .flat_map(|(at, step)| [true, false].map(|v| (*at, step.clone(), v)))
+        .collect();
+    for (i, (at_source, step, victim_source)) in crashes.iter().enumerate() {
+        let n = format!("{}/{}", i + 1, crashes.len());
         let (src, dst) = primary_and_peer(lab)?;
-        let victim = if *source { src.clone() } else { dst.to_owned() };
+        let region_of = |source: bool| if source { src.clone() } else { dst.to_owned() };
+        let (at, victim) = (region_of(*at_source), region_of(*victim_source));
         let t0 = Instant::now();
-        lab.request_switchover(Some((format!("drill-sw-crash-{i}"), dst.to_owned())))?;
-        let deadline = t0 + Duration::from_secs(30);
-        let mut missed = false;
-        loop {
-            let hit = if step == "lease-acquired" {
-                lab.lease()
+        let finished = |lab: &Lab| {
+            w.first_ack_after(index_of(dst), t0).is_some()
+                && lab.operation_step(dst).is_none()
+                && lab.operation_step(&src).is_none()
+        };
+        let killed = if step == "lease-acquired" {
+            lab.request_switchover(Some((format!("drill-sw-crash-{i}"), dst.to_owned())))?;
+            let deadline = t0 + Duration::from_secs(30);
+            loop {
+                if lab
+                    .lease()
                     .await
                     .is_ok_and(|l| l.state.holder == dst && l.state.acquired_at.is_some())
                     && lab.operation_step(dst).is_none()
-            } else {
-                lab.operation_step(&victim).as_deref() == Some(step.as_str())
-            };
-            if hit {
-                break;
+                {
+                    let k = Instant::now();
+                    lab.kill_controller(&victim).await;
+                    break Some(k);
+                }
+                if finished(lab) || Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            // A step of a few ms can pass between two polls: the switchover then completes
-            // without it (both operations finished, the target took writes).
-            let finished = w.first_ack_after(index_of(dst), t0).is_some()
-                && lab.operation_step(dst).is_none()
-                && lab.operation_step(&src).is_none();
-            if finished || Instant::now() > deadline {
-                missed = true;
-                break;
+        } else {
+            let trap = StepTrap::start(
+                vec![lab.watched(&src)?, lab.watched(dst)?],
+                Some(Target {
+                    at: at.clone(),
+                    step: step.clone(),
+                    victim: victim.clone(),
+                }),
+            )
+            .map_err(|e| LabError::Failed(format!("the step trap: {e}")))?;
+            lab.request_switchover(Some((format!("drill-sw-crash-{i}"), dst.to_owned())))?;
+            let deadline = t0 + Duration::from_secs(30);
+            while !trap.done() && !finished(lab) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        if missed {
+            let trace = trap
+                .finish()
+                .map_err(|e| LabError::Failed(format!("the step trap: {e}")))?;
+            if trace.killed.is_some() {
+                // Reap it, as a supervisor would before restarting it.
+                lab.kill_controller(&victim).await;
+            }
+            trace.killed.map(Instant::from_std)
+        };
+        let Some(killed) = killed else {
             println!(
-                "[switchover crash {}/{}] {victim}:{step} passed between two polls: not crashed this time",
-                i + 1,
-                points.len()
+                "[switchover crash {n}] {}:{step} did not come (this switchover took another path, or the step was overwritten before the trap froze its writer): not crashed",
+                side(*at_source)
             );
             rep.switchover_crash_misses += 1;
             lab.wait_healthy(heal).await?;
             lab.request_switchover(None)?;
             continue;
-        }
-        let killed = Instant::now();
-        lab.kill_controller(&victim).await;
+        };
         lab.spawn_controller(&victim)?;
         let ack = wait_first_ack(w, lab, None, killed, ttl * 2 + Duration::from_secs(60)).await?;
         let after = ack.acked.duration_since(killed).as_millis() as u64;
         let lost = lost_on(lab, w, REGIONS[ack.region]).await?;
         rep.lost_tx += lost;
         println!(
-            "[switchover crash {}/{}] {} ({victim}) killed at {step}: {} took writes {after} ms later{}; lost {lost}",
-            i + 1,
-            points.len(),
-            if *source { "source" } else { "target" },
+            "[switchover crash {n}] {} ({victim}) killed at the {}'s {step}: {} took writes {after} ms later{}; lost {lost}",
+            side(*victim_source),
+            side(*at_source),
             REGIONS[ack.region],
             if Duration::from_millis(after) > ttl {
                 " (LONGER THAN ONE TTL)"
@@ -1278,11 +1320,12 @@ async fn switchover_crashes(
                 ""
             }
         );
-        rep.switchover_crashes.push((
-            if *source { "source" } else { "target" }.to_owned(),
-            step.clone(),
-            after,
-        ));
+        rep.switchover_crashes.push(SwitchoverCrash {
+            at: side(*at_source).to_owned(),
+            step: step.clone(),
+            victim: side(*victim_source).to_owned(),
+            writer_after_ms: after,
+        });
         lab.wait_healthy(heal).await?;
         lab.request_switchover(None)?;
     }

@@ -557,14 +557,18 @@ impl Lab {
         Ok(())
     }
 
+    /// Region `r`'s running controller's pid.
+    fn controller_pid(&self, r: &str) -> Result<u32, LabError> {
+        self.controllers
+            .get(r)
+            .and_then(tokio::process::Child::id)
+            .ok_or_else(|| LabError::Failed(format!("{r} has no running controller")))
+    }
+
     /// SIGSTOPs (`true`) or SIGCONTs (`false`) region `r`'s controller: a GC or VM pause. Its
     /// database and watchdog keep running.
     pub fn pause_controller(&self, r: &str, stop: bool) -> Result<(), LabError> {
-        let pid = self
-            .controllers
-            .get(r)
-            .and_then(tokio::process::Child::id)
-            .ok_or_else(|| LabError::Failed(format!("{r} has no running controller")))?;
+        let pid = self.controller_pid(r)?;
         let sig = if stop {
             nix::sys::signal::Signal::SIGSTOP
         } else {
@@ -892,9 +896,18 @@ impl Lab {
     /// The step region `r`'s controller persisted last for its operation in progress
     /// (`operation.json`; `None`: no operation).
     pub fn operation_step(&self, r: &str) -> Option<String> {
-        let body = std::fs::read(self.opts.dir.join(r).join("operation.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        v.get("operation")?.get("step")?.as_str().map(str::to_owned)
+        crate::trap::read_step(&self.opts.dir.join(r))
+    }
+
+    /// Region `r` as a [`crate::trap::StepTrap`] watches it: its state directory and its
+    /// running controller's pid.
+    pub fn watched(&self, r: &str) -> Result<crate::trap::Watched, LabError> {
+        let pid = self.controller_pid(r)?;
+        Ok(crate::trap::Watched {
+            region: r.to_owned(),
+            dir: self.opts.dir.join(r),
+            pid,
+        })
     }
 
     /// Region `r`'s last status (None before its first write).

@@ -7,3 +7,4 @@ pub mod drill;
 pub mod hostile;
 pub mod lab;
 pub mod net;
+pub mod trap;

@@ -50,6 +50,11 @@ enum Cmd {
         /// Interval of the hostile client, ms (0: none).
         #[arg(long, default_value_t = 50)]
         hostile_interval_ms: u64,
+        /// How each run's faults are drawn: `uniform` (two or three, uniform over every kind)
+        /// or `focus` (a controller-only kill in every run, then one or two more that favour
+        /// pauses, clock faults and double failures).
+        #[arg(long, env = "CAMPAIGN_MIX", value_enum, default_value_t = campaign::Mix::Uniform)]
+        mix: campaign::Mix,
         #[command(flatten)]
         lab: LabArgs,
     },
@@ -363,6 +368,7 @@ async fn main() -> anyhow::Result<()> {
             runs,
             seed,
             hostile_interval_ms,
+            mix,
             lab: args,
         } => {
             let mut summary = campaign::Summary::default();
@@ -375,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
                 Duration::from_secs(u64::from(args.renew)),
             );
             println!(
-                "campaign: {runs} runs, seed {seed}, TTL {} s, renew {} s, durability {}, network {}, in {}",
+                "campaign: {runs} runs, seed {seed}, TTL {} s, renew {} s, durability {}, network {}, in {}{}",
                 args.ttl,
                 args.renew,
                 args.durability,
@@ -384,11 +390,16 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     "loopback (TCP proxy)"
                 },
-                args.dir.display()
+                args.dir.display(),
+                if mix == campaign::Mix::Focus {
+                    ", mix focus"
+                } else {
+                    ""
+                }
             );
             for i in 0..runs {
                 let run_seed = campaign::run_seed(seed, i);
-                let opts = campaign::schedule(run_seed, interval, hostile, black_holes);
+                let opts = campaign::schedule_mix(mix, run_seed, interval, hostile, black_holes);
                 let faults = campaign::faults(&opts)
                     .iter()
                     .map(|(k, n)| format!("{k}:{n}"))
@@ -508,7 +519,7 @@ async fn main() -> anyhow::Result<()> {
                 let worst = rep
                     .switchover_crashes
                     .iter()
-                    .map(|c| c.2)
+                    .map(|c| c.writer_after_ms)
                     .max()
                     .unwrap_or(0);
                 println!(
