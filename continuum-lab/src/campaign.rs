@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::drill::{DrillOptions, DrillReport, quantile};
+use crate::drill::{DrillOptions, DrillReport, Faults, quantile};
 
 /// SplitMix64: a run's seed from the campaign seed and the run number, and the draws of one
 /// schedule (no cryptographic use).
@@ -97,21 +97,7 @@ pub fn schedule_mix(
 ) -> DrillOptions {
     let mut g = SplitMix::new(run_seed);
     let mut o = DrillOptions {
-        kills: 0,
-        switchovers: 0,
-        partitions: 0,
-        db_kills: 0,
-        ctl_kills: 0,
-        pauses: 0,
-        db_pauses: 0,
-        double_failures: 0,
-        witness_outages: 0,
-        isolations: 0,
-        region_splits: 0,
-        one_way_cuts: 0,
-        flaps: 0,
-        clock_faults: 0,
-        state_dir_faults: 0,
+        faults: Faults::default(),
         switchover_crashes: false,
         seed: Some(run_seed),
         hostile_interval: hostile,
@@ -142,7 +128,7 @@ pub fn schedule_mix(
                 if !o.switchover_crashes && g.below(3) == 0 {
                     o.switchover_crashes = true;
                 } else {
-                    o.ctl_kills += 1;
+                    o.faults.ctl_kills += 1;
                 }
             }
         }
@@ -153,21 +139,21 @@ pub fn schedule_mix(
 /// The count of fault `kind` in `o` (`None`: `switchover-crashes`, a flag).
 fn counter<'a>(o: &'a mut DrillOptions, kind: &str) -> Option<&'a mut u32> {
     Some(match kind {
-        "kill" => &mut o.kills,
-        "controller-kill" => &mut o.ctl_kills,
-        "pause" => &mut o.pauses,
-        "db-pause" => &mut o.db_pauses,
-        "db-kill" => &mut o.db_kills,
-        "partition" => &mut o.partitions,
-        "double-failure" => &mut o.double_failures,
-        "witness-outage" => &mut o.witness_outages,
-        "isolate" => &mut o.isolations,
-        "region-split" => &mut o.region_splits,
-        "one-way" => &mut o.one_way_cuts,
-        "flap" => &mut o.flaps,
-        "clock" => &mut o.clock_faults,
-        "state-dir" => &mut o.state_dir_faults,
-        "switchover" => &mut o.switchovers,
+        "kill" => &mut o.faults.kills,
+        "controller-kill" => &mut o.faults.ctl_kills,
+        "pause" => &mut o.faults.pauses,
+        "db-pause" => &mut o.faults.db_pauses,
+        "db-kill" => &mut o.faults.db_kills,
+        "partition" => &mut o.faults.partitions,
+        "double-failure" => &mut o.faults.double_failures,
+        "witness-outage" => &mut o.faults.witness_outages,
+        "isolate" => &mut o.faults.isolations,
+        "region-split" => &mut o.faults.region_splits,
+        "one-way" => &mut o.faults.one_way_cuts,
+        "flap" => &mut o.faults.flaps,
+        "clock" => &mut o.faults.clock_faults,
+        "state-dir" => &mut o.faults.state_dir_faults,
+        "switchover" => &mut o.faults.switchovers,
         _ => return None,
     })
 }

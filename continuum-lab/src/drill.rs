@@ -217,51 +217,86 @@ async fn write_one(
     }
 }
 
+/// The faults of one drill, by kind (the drill's flags; what a drill did, in its report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Faults {
+    /// Kills (SIGKILL of the primary region's database, route and controller).
+    #[arg(long, default_value_t = 2)]
+    pub kills: u32,
+    /// Planned switchovers.
+    #[arg(long, default_value_t = 1)]
+    pub switchovers: u32,
+    /// Partitions: the primary region is cut from the witness (TCP, through the lab's
+    /// proxy) and must self-fence before the standby is granted the lease.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: u32,
+    /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
+    /// controller must stop renewing so the standby takes over.
+    #[arg(long, default_value_t = 0)]
+    pub db_kills: u32,
+    /// Controller-only kills: the primary's controller is SIGKILLed while its database and
+    /// watchdog keep running; the watchdog must fence it at the lease deadline.
+    #[arg(long, default_value_t = 0)]
+    pub ctl_kills: u32,
+    /// Pauses: the primary's controller is SIGSTOPped for longer than the TTL (a GC or VM
+    /// pause), then SIGCONTed; it must find its lease gone and stay fenced.
+    #[arg(long, default_value_t = 0)]
+    pub pauses: u32,
+    /// Database freezes: the primary's PostgreSQL (postmaster and backends) is SIGSTOPped for
+    /// longer than the TTL, then SIGCONTed; the peer must take over, and the frozen old
+    /// primary must acknowledge nothing once resumed.
+    #[arg(long, default_value_t = 0)]
+    pub db_pauses: u32,
+    /// Double failures: the primary's region dies, the peer takes over, the peer's
+    /// controller dies and its lease lapses, the old primary returns and must stay fenced
+    /// (its last grant was superseded), then the peer's controller returns and re-takes its
+    /// own lease.
+    #[arg(long, default_value_t = 0)]
+    pub double_failures: u32,
+    /// Witness outages: both regions cut from the witness, alternately for less than the
+    /// renew deadline (nothing may change) and for longer than the TTL (the primary fences,
+    /// then a region re-takes the lease).
+    #[arg(long, default_value_t = 0)]
+    pub witness_outages: u32,
+    /// Isolations (namespaced lab): the primary's host cut from everything (witness, peer,
+    /// clients) by packet drops; the peer must take over, the old primary must never
+    /// acknowledge again and is rebuilt after the heal.
+    #[arg(long, default_value_t = 0)]
+    pub isolations: u32,
+    /// Region splits (namespaced lab): the two regions cut from each other, both still
+    /// reaching the witness and the clients; the peer must not take over.
+    #[arg(long, default_value_t = 0)]
+    pub region_splits: u32,
+    /// One-way cuts (namespaced lab): only the primary's packets to the witness dropped, or
+    /// only the witness's packets to the primary, alternately; the peer must take over.
+    #[arg(long, default_value_t = 0)]
+    pub one_way_cuts: u32,
+    /// Flapping (namespaced lab): the primary's link to the witness cut and healed at random
+    /// intervals around the renew interval, for three TTLs.
+    #[arg(long, default_value_t = 0)]
+    pub flaps: u32,
+    /// Clock faults (libfaketime): one controller's wall clock stepped forward 5 TTLs, back 5
+    /// TTLs, or skewed ±10 %, in turn, for three TTLs (the monotonic clock is left alone).
+    #[arg(long, default_value_t = 0)]
+    pub clock_faults: u32,
+    /// State-directory faults (each region's state directory is then a 64 MiB tmpfs; needs
+    /// root): the primary's filled to the last byte, or remounted read-only, in turn, for
+    /// three TTLs.
+    #[arg(long, default_value_t = 0)]
+    pub state_dir_faults: u32,
+    /// Orphaned primaries (namespaced lab): the primary's controller SIGKILLed, then its host
+    /// cut from the witness and the peer while its clients still reach it. Nothing but its
+    /// database watchdog stops it from acknowledging once the peer promotes (run with
+    /// `--no-watchdog` to see the checker find the split brain).
+    #[arg(long, default_value_t = 0)]
+    pub orphans: u32,
+}
+
 /// Drill settings.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
-    /// Kills of the primary region.
-    pub kills: u32,
-    /// Planned switchovers.
-    pub switchovers: u32,
-    /// Partitions of the primary region from the witness.
-    pub partitions: u32,
-    /// Kills of the primary's database alone (controller and route stay up).
-    pub db_kills: u32,
-    /// SIGKILLs of the primary's controller alone (its database and watchdog keep running).
-    pub ctl_kills: u32,
-    /// SIGSTOPs of the primary's controller for longer than the TTL, then SIGCONT.
-    pub pauses: u32,
-    /// SIGSTOPs of the primary's whole database (postmaster and backends) for longer than the
-    /// TTL, then SIGCONT: commits hang, a fence's stop signal waits in the frozen server.
-    pub db_pauses: u32,
-    /// Double failures: the primary's region dies, the peer takes over, the peer's controller
-    /// dies and its lease lapses, the old primary returns (it must stay fenced), then the
-    /// peer's controller returns.
-    pub double_failures: u32,
-    /// Witness outages (both regions cut from the witness, or with network namespaces the
-    /// witness process killed and restarted on its state file), alternately shorter than the
-    /// renew deadline and longer than the TTL.
-    pub witness_outages: u32,
-    /// Isolations (namespaces): the primary's host cut from everything (witness, peer,
-    /// clients), packets dropped.
-    pub isolations: u32,
-    /// Region splits (namespaces): the two regions cut from each other, both still reaching
-    /// the witness and the clients.
-    pub region_splits: u32,
-    /// One-way cuts (namespaces): only the primary's packets to the witness dropped, or only
-    /// the witness's packets to the primary, alternately.
-    pub one_way_cuts: u32,
-    /// Flapping (namespaces): the primary's link to the witness cut and healed at random
-    /// intervals around the renew interval for three TTLs.
-    pub flaps: u32,
-    /// Clock faults (libfaketime; the lab must run with `faketime`): one controller's wall
-    /// clock stepped forward 5 TTLs, stepped back 5 TTLs, or skewed ±10 %, in turn, for three
-    /// TTLs, then set right.
-    pub clock_faults: u32,
-    /// State-directory faults (the lab must run with `state_tmpfs`): the primary's state
-    /// directory full, or read-only, in turn, for three TTLs.
-    pub state_dir_faults: u32,
+    /// The faults to inject, by kind.
+    pub faults: Faults,
     /// Crash the switchover source and target at each step boundary their controllers
     /// persist (discovered from one clean switchover), plus the target between acquiring the
     /// lease and persisting its operation; each controller is restarted at once.
@@ -295,38 +330,10 @@ pub struct SwitchoverCrash {
 /// The drill's figures.
 #[derive(Debug, Clone, Default)]
 pub struct DrillReport {
-    /// Kills done.
-    pub kills: u32,
-    /// Switchovers done (the failback not included).
-    pub switchovers: u32,
-    /// Partitions done.
-    pub partitions: u32,
-    /// Database-only kills done.
-    pub db_kills: u32,
-    /// Controller-only kills done.
-    pub ctl_kills: u32,
-    /// Controller pauses done.
-    pub pauses: u32,
-    /// Database freezes done.
-    pub db_pauses: u32,
-    /// Double failures done.
-    pub double_failures: u32,
+    /// The faults injected, by kind.
+    pub done: Faults,
     /// Double failures in which the superseded old primary took writes (must be 0).
     pub superseded_writes: u32,
-    /// Witness outages done.
-    pub witness_outages: u32,
-    /// Isolations done.
-    pub isolations: u32,
-    /// Region splits done.
-    pub region_splits: u32,
-    /// One-way cuts done.
-    pub one_way_cuts: u32,
-    /// Flapping episodes done.
-    pub flaps: u32,
-    /// Clock faults done.
-    pub clock_faults: u32,
-    /// State-directory faults done.
-    pub state_dir_faults: u32,
     /// Write unavailability per witness outage, ms.
     pub outage_gap_ms: Vec<u64>,
     /// Switchovers crashed at a step boundary.
@@ -391,8 +398,8 @@ impl DrillReport {
     pub fn line(&self) -> String {
         format!(
             "drill: kills={} switchovers={} lost_tx={} dual_writers={} rto_p50_ms={} rto_p99_ms={} switchover_p99_ms={}",
-            self.kills,
-            self.switchovers,
+            self.done.kills,
+            self.done.switchovers,
             self.lost_tx,
             self.dual_writers,
             quantile(&self.rto_ms, 0.5),
@@ -528,14 +535,14 @@ pub async fn run(
         ..DrillReport::default()
     };
     let heal = ttl * 2 + Duration::from_secs(90);
-    let total = opts.kills + opts.switchovers;
+    let total = opts.faults.kills + opts.faults.switchovers;
     let mut step = 0;
     let (mut k, mut s) = (0, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    while k < opts.kills || s < opts.switchovers {
+    while k < opts.faults.kills || s < opts.faults.switchovers {
         step += 1;
         let (primary, other) = primary_and_peer(lab)?;
-        let do_kill = k < opts.kills && (s >= opts.switchovers || k <= s);
+        let do_kill = k < opts.faults.kills && (s >= opts.faults.switchovers || k <= s);
         if do_kill {
             k += 1;
             // Kill at a random phase of the renew cycle (healthy is first seen right after a
@@ -565,7 +572,7 @@ pub async fn run(
             rep.takeover("kill", rto);
             let lost = lost_on(lab, &w, other).await?;
             rep.lost_tx += lost;
-            rep.kills += 1;
+            rep.done.kills += 1;
             println!(
                 "[{step}/{total}] kill {primary}: {other} took writes after {rto} ms (lease had {left} ms left: takeover {} ms after expiry); lost {lost}; restarting {primary}",
                 i64::try_from(rto).unwrap_or(i64::MAX) - left
@@ -584,7 +591,7 @@ pub async fn run(
             rep.switchover_ms.push(gap);
             let lost = lost_on(lab, &w, other).await?;
             rep.lost_tx += lost;
-            rep.switchovers += 1;
+            rep.done.switchovers += 1;
             println!(
                 "[{step}/{total}] switchover {primary} → {other}: writes unavailable {gap} ms; lost {lost}"
             );
@@ -592,7 +599,7 @@ pub async fn run(
         lab.wait_healthy(heal).await?;
         lab.request_switchover(None)?;
     }
-    for p in 0..opts.partitions {
+    for p in 0..opts.faults.partitions {
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
@@ -621,11 +628,11 @@ pub async fn run(
         rep.takeover("partition", ack.acked.duration_since(t0).as_millis() as u64);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
-        rep.partitions += 1;
+        rep.done.partitions += 1;
         println!(
             "[partition {}/{}] {primary} cut from the witness ({}): its last write was acknowledged {margin} ms BEFORE {other} was granted the lease (epoch {}); {other} took writes after {} ms; lost {lost}; healing",
             p + 1,
-            opts.partitions,
+            opts.faults.partitions,
             if lab.black_holes() {
                 "packets dropped both ways; peer and clients still reach it"
             } else {
@@ -637,7 +644,7 @@ pub async fn run(
         lab.partition_from_witness(&primary, false)?;
         lab.wait_healthy(heal).await?;
     }
-    for d in 0..opts.db_kills {
+    for d in 0..opts.faults.db_kills {
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
@@ -653,17 +660,17 @@ pub async fn run(
         rep.takeover("db-kill", ack.acked.duration_since(t0).as_millis() as u64);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
-        rep.db_kills += 1;
+        rep.done.db_kills += 1;
         println!(
             "[database kill {}/{}] {primary}'s database killed, its controller alive: {other} took writes after {} ms; lost {lost}; restarting the database",
             d + 1,
-            opts.db_kills,
+            opts.faults.db_kills,
             ack.acked.duration_since(t0).as_millis()
         );
         lab.restart_database(&primary).await?;
         lab.wait_healthy(heal).await?;
     }
-    for p in 0..opts.db_pauses {
+    for p in 0..opts.faults.db_pauses {
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
@@ -699,17 +706,17 @@ pub async fn run(
         }
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
-        rep.db_pauses += 1;
+        rep.done.db_pauses += 1;
         println!(
             "[database freeze {}/{}] {primary}'s database SIGSTOPped for {} ms: {other} took writes after {rto} ms; late acknowledgements from the old primary: {}; lost {lost}; resumed",
             p + 1,
-            opts.db_pauses,
+            opts.faults.db_pauses,
             resumed.duration_since(t0).as_millis(),
             usize::from(late.is_some())
         );
         lab.wait_healthy(heal).await?;
     }
-    for k in 0..opts.ctl_kills {
+    for k in 0..opts.faults.ctl_kills {
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let left = lab.lease_remaining_ms().await.unwrap_or(-1);
@@ -728,16 +735,16 @@ pub async fn run(
         rep.takeover("controller-kill", rto);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
-        rep.ctl_kills += 1;
+        rep.done.ctl_kills += 1;
         println!(
             "[controller kill {}/{}] {primary}'s controller SIGKILLed, its database left running: {other} took writes after {rto} ms (lease had {left} ms left); lost {lost}; restarting the controller",
             k + 1,
-            opts.ctl_kills,
+            opts.faults.ctl_kills,
         );
         lab.spawn_controller(&primary)?;
         lab.wait_healthy(heal).await?;
     }
-    for p in 0..opts.pauses {
+    for p in 0..opts.faults.pauses {
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
@@ -762,20 +769,24 @@ pub async fn run(
         rep.takeover("pause", rto);
         let lost = lost_on(lab, &w, other).await?;
         rep.lost_tx += lost;
-        rep.pauses += 1;
+        rep.done.pauses += 1;
         println!(
             "[pause {}/{}] {primary}'s controller SIGSTOPped for {} ms: {other} took writes after {rto} ms; lost {lost}; resumed",
             p + 1,
-            opts.pauses,
+            opts.faults.pauses,
             t0.elapsed().as_millis()
         );
         lab.wait_healthy(heal).await?;
     }
-    for d in 0..opts.double_failures {
+    for d in 0..opts.faults.double_failures {
         double_failure(lab, &w, ttl, heal, &mut rep).await?;
-        println!("[double failure {}/{}] done", d + 1, opts.double_failures);
+        println!(
+            "[double failure {}/{}] done",
+            d + 1,
+            opts.faults.double_failures
+        );
     }
-    for o in 0..opts.witness_outages {
+    for o in 0..opts.faults.witness_outages {
         let long = o % 2 == 1;
         // Short: half a renew interval, so the renew deadline (more than one renew interval
         // after the last grant) is never reached and nothing may change.
@@ -815,11 +826,11 @@ pub async fn run(
         rep.outage_gap_ms.push(gap);
         let lost = lost_on(lab, &w, REGIONS[ack.region]).await?;
         rep.lost_tx += lost;
-        rep.witness_outages += 1;
+        rep.done.witness_outages += 1;
         println!(
             "[witness outage {}/{}] witness {} for {} ms ({}): writes unavailable {gap} ms; {} took writes after the heal; lost {lost}",
             o + 1,
-            opts.witness_outages,
+            opts.faults.witness_outages,
             if killed { "killed" } else { "unreachable" },
             hold.as_millis(),
             if long {
@@ -832,10 +843,10 @@ pub async fn run(
         lab.wait_healthy(heal).await?;
     }
     black_hole_faults(lab, &w, opts, &mut rng, ttl, renew, heal, &mut rep).await?;
-    for c in 0..opts.clock_faults {
+    for c in 0..opts.faults.clock_faults {
         clock_fault(lab, &w, c, &mut rng, ttl, heal, &mut rep).await?;
     }
-    for f in 0..opts.state_dir_faults {
+    for f in 0..opts.faults.state_dir_faults {
         let (primary, _) = primary_and_peer(lab)?;
         let fault = if f % 2 == 0 {
             StateFault::Full
@@ -872,7 +883,7 @@ pub async fn run(
         let during = w.acks_between(index_of(&primary), t0, cleared);
         let lost = lost_on(lab, &w, now_writer).await?;
         rep.lost_tx += lost;
-        rep.state_dir_faults += 1;
+        rep.done.state_dir_faults += 1;
         println!(
             "[state dir {}] {primary}'s state directory {} for {} ms{}: it acknowledged {during} writes meanwhile; writes now on {now_writer}{}; lost {lost}",
             f + 1,
@@ -901,7 +912,7 @@ pub async fn run(
             wait_first_ack(&w, lab, Some(1), t0, Duration::from_secs(60)).await?;
             lab.wait_healthy(heal).await?;
             lab.request_switchover(None)?;
-            rep.switchovers += 1;
+            rep.done.switchovers += 1;
             println!(
                 "[extra] switchover {home} → {} before the failback",
                 REGIONS[1]
@@ -1022,7 +1033,7 @@ async fn clock_fault(
     }
     let lost = lost_on(lab, w, now_writer).await?;
     rep.lost_tx += lost;
-    rep.clock_faults += 1;
+    rep.done.clock_faults += 1;
     println!(
         "[clock {}] {victim}'s controller wall clock `{spec}` for {} ms ({}): writes now on {now_writer}{}; lost {lost}",
         c + 1,
@@ -1051,15 +1062,18 @@ async fn black_hole_faults(
     heal: Duration,
     rep: &mut DrillReport,
 ) -> Result<(), LabError> {
-    let wanted = opts.isolations + opts.region_splits + opts.one_way_cuts + opts.flaps;
+    let wanted = opts.faults.isolations
+        + opts.faults.region_splits
+        + opts.faults.one_way_cuts
+        + opts.faults.flaps;
     if wanted > 0 && !lab.black_holes() {
         return Err(LabError::Failed(
-            "isolations, region splits, one-way cuts and flapping need the namespaced lab (--net netns)".into(),
+            "isolations, region splits, one-way cuts, flapping and orphans need the namespaced lab (--net netns)".into(),
         ));
     }
     let takeover_limit = ttl * 2 + Duration::from_secs(60);
-    for i in 0..opts.isolations + opts.one_way_cuts {
-        let isolate = i < opts.isolations;
+    for i in 0..opts.faults.isolations + opts.faults.one_way_cuts {
+        let isolate = i < opts.faults.isolations;
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
@@ -1095,22 +1109,57 @@ async fn black_hole_faults(
         let lost = lost_on(lab, w, other).await?;
         rep.lost_tx += lost;
         if isolate {
-            rep.isolations += 1;
+            rep.done.isolations += 1;
         } else {
-            rep.one_way_cuts += 1;
+            rep.done.one_way_cuts += 1;
         }
         println!(
             "[{kind} {}] {what}: {other} took writes after {rto} ms; late acknowledgements from the old primary: {}; lost {lost}; healed",
             if isolate {
                 i + 1
             } else {
-                i - opts.isolations + 1
+                i - opts.faults.isolations + 1
             },
             usize::from(late.is_some())
         );
         lab.wait_healthy(heal).await?;
     }
-    for i in 0..opts.region_splits {
+    for i in 0..opts.faults.orphans {
+        let (primary, other) = primary_and_peer(lab)?;
+        tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
+        let t0 = Instant::now();
+        lab.kill_controller(&primary).await;
+        for to in [net::WITNESS, other] {
+            lab.cut(&primary, to, Direction::Both)?;
+        }
+        let ack = wait_first_ack(w, lab, Some(index_of(other)), t0, takeover_limit).await?;
+        let rto = ack.acked.duration_since(t0).as_millis() as u64;
+        rep.takeover("orphan", rto);
+        // The clients (the hostile one commits with `synchronous_commit = local`) keep
+        // reaching the old primary for two renew intervals after the takeover.
+        tokio::time::sleep(renew * 2).await;
+        lab.heal()?;
+        lab.spawn_controller(&primary)?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let late = w.acked_after(index_of(&primary), t0, ack.acked);
+        if let Some(a) = &late {
+            rep.superseded_writes += 1;
+            eprintln!(
+                "ORPHANED OLD PRIMARY {primary} ACKNOWLEDGED row {} after {other} took over",
+                a.n
+            );
+        }
+        let lost = lost_on(lab, w, other).await?;
+        rep.lost_tx += lost;
+        rep.done.orphans += 1;
+        println!(
+            "[orphan {}] {primary}'s controller SIGKILLed and {primary} cut from the witness and {other}, its clients still reaching it: {other} took writes after {rto} ms; late acknowledgements from the old primary: {}; lost {lost}; healed, controller restarted",
+            i + 1,
+            usize::from(late.is_some())
+        );
+        lab.wait_healthy(heal).await?;
+    }
+    for i in 0..opts.faults.region_splits {
         let (primary, other) = primary_and_peer(lab)?;
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
@@ -1132,7 +1181,7 @@ async fn black_hole_faults(
         }
         let lost = lost_on(lab, w, REGIONS[ack.region]).await?;
         rep.lost_tx += lost;
-        rep.region_splits += 1;
+        rep.done.region_splits += 1;
         println!(
             "[region split {}] {primary} and {other} cut from each other for {} ms, both reaching the witness: {primary} acknowledged {primary_acks} writes, {other} {during}; {} took writes after the heal; lost {lost}",
             i + 1,
@@ -1141,7 +1190,7 @@ async fn black_hole_faults(
         );
         lab.wait_healthy(heal).await?;
     }
-    for i in 0..opts.flaps {
+    for i in 0..opts.faults.flaps {
         let (primary, _) = primary_and_peer(lab)?;
         let t0 = Instant::now();
         let mut toggles = 0;
@@ -1163,7 +1212,7 @@ async fn black_hole_faults(
         let ack = wait_first_ack(w, lab, None, healed, takeover_limit).await?;
         let lost = lost_on(lab, w, REGIONS[ack.region]).await?;
         rep.lost_tx += lost;
-        rep.flaps += 1;
+        rep.done.flaps += 1;
         println!(
             "[flap {}] {primary}'s link to the witness toggled {toggles} times over {} ms: {} took writes after; lost {lost}",
             i + 1,
@@ -1399,7 +1448,7 @@ async fn double_failure(
     .await?;
     let lost = lost_on(lab, w, b).await?;
     rep.lost_tx += lost;
-    rep.double_failures += 1;
+    rep.done.double_failures += 1;
     println!(
         "  {b} re-took its own lease and took writes {} ms after its controller returned; lost {lost}",
         ack.acked.duration_since(t1).as_millis()
@@ -1497,8 +1546,11 @@ mod tests {
     #[test]
     fn the_summary_line_has_the_agreed_shape() {
         let r = DrillReport {
-            kills: 2,
-            switchovers: 1,
+            done: Faults {
+                kills: 2,
+                switchovers: 1,
+                ..Faults::default()
+            },
             rto_ms: vec![100, 200],
             switchover_ms: vec![50],
             ..DrillReport::default()

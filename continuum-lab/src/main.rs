@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use continuum_controller::cli::{init_tracing, shutdown_signal};
 use continuum_lab::campaign;
-use continuum_lab::drill::{self, DrillOptions};
+use continuum_lab::drill::{self, DrillOptions, Faults};
 use continuum_lab::lab::{Lab, LabInfo, LabOptions, NetMode};
 
 /// The Continuum lab and drill.
@@ -72,70 +72,8 @@ enum Cmd {
 /// The drill's faults and clients (see `continuum-lab drill --help`).
 #[derive(Debug, Clone, clap::Args)]
 struct DrillFlags {
-    /// Kills (SIGKILL of the primary region's database, route and controller).
-    #[arg(long, default_value_t = 2)]
-    kills: u32,
-    /// Planned switchovers.
-    #[arg(long, default_value_t = 1)]
-    switchovers: u32,
-    /// Partitions: the primary region is cut from the witness (TCP, through the lab's
-    /// proxy) and must self-fence before the standby is granted the lease.
-    #[arg(long, default_value_t = 0)]
-    partitions: u32,
-    /// Database-only kills: the primary's PostgreSQL dies while its controller lives; the
-    /// controller must stop renewing so the standby takes over.
-    #[arg(long, default_value_t = 0)]
-    db_kills: u32,
-    /// Controller-only kills: the primary's controller is SIGKILLed while its database and
-    /// watchdog keep running; the watchdog must fence it at the lease deadline.
-    #[arg(long, default_value_t = 0)]
-    ctl_kills: u32,
-    /// Pauses: the primary's controller is SIGSTOPped for longer than the TTL (a GC or VM
-    /// pause), then SIGCONTed; it must find its lease gone and stay fenced.
-    #[arg(long, default_value_t = 0)]
-    pauses: u32,
-    /// Database freezes: the primary's PostgreSQL (postmaster and backends) is SIGSTOPped for
-    /// longer than the TTL, then SIGCONTed; the peer must take over, and the frozen old
-    /// primary must acknowledge nothing once resumed.
-    #[arg(long, default_value_t = 0)]
-    db_pauses: u32,
-    /// Double failures: the primary's region dies, the peer takes over, the peer's
-    /// controller dies and its lease lapses, the old primary returns and must stay fenced
-    /// (its last grant was superseded), then the peer's controller returns and re-takes its
-    /// own lease.
-    #[arg(long, default_value_t = 0)]
-    double_failures: u32,
-    /// Witness outages: both regions cut from the witness, alternately for less than the
-    /// renew deadline (nothing may change) and for longer than the TTL (the primary fences,
-    /// then a region re-takes the lease).
-    #[arg(long, default_value_t = 0)]
-    witness_outages: u32,
-    /// Isolations (namespaced lab): the primary's host cut from everything (witness, peer,
-    /// clients) by packet drops; the peer must take over, the old primary must never
-    /// acknowledge again and is rebuilt after the heal.
-    #[arg(long, default_value_t = 0)]
-    isolations: u32,
-    /// Region splits (namespaced lab): the two regions cut from each other, both still
-    /// reaching the witness and the clients; the peer must not take over.
-    #[arg(long, default_value_t = 0)]
-    region_splits: u32,
-    /// One-way cuts (namespaced lab): only the primary's packets to the witness dropped, or
-    /// only the witness's packets to the primary, alternately; the peer must take over.
-    #[arg(long, default_value_t = 0)]
-    one_way_cuts: u32,
-    /// Flapping (namespaced lab): the primary's link to the witness cut and healed at random
-    /// intervals around the renew interval, for three TTLs.
-    #[arg(long, default_value_t = 0)]
-    flaps: u32,
-    /// Clock faults (libfaketime): one controller's wall clock stepped forward 5 TTLs, back 5
-    /// TTLs, or skewed ±10 %, in turn, for three TTLs (the monotonic clock is left alone).
-    #[arg(long, default_value_t = 0)]
-    clock_faults: u32,
-    /// State-directory faults (each region's state directory is then a 64 MiB tmpfs; needs
-    /// root): the primary's filled to the last byte, or remounted read-only, in turn, for
-    /// three TTLs.
-    #[arg(long, default_value_t = 0)]
-    state_dir_faults: u32,
+    #[command(flatten)]
+    faults: Faults,
     /// Crash the switchover source and target at each step boundary (the steps their
     /// controllers persist, found by one clean switchover, plus the target between acquiring
     /// the lease and persisting its operation); each controller restarts at once.
@@ -158,21 +96,7 @@ struct DrillFlags {
 impl DrillFlags {
     fn options(&self, write_interval_ms: u64, restart_at_once: bool) -> DrillOptions {
         DrillOptions {
-            kills: self.kills,
-            switchovers: self.switchovers,
-            partitions: self.partitions,
-            db_kills: self.db_kills,
-            ctl_kills: self.ctl_kills,
-            pauses: self.pauses,
-            db_pauses: self.db_pauses,
-            double_failures: self.double_failures,
-            witness_outages: self.witness_outages,
-            isolations: self.isolations,
-            region_splits: self.region_splits,
-            one_way_cuts: self.one_way_cuts,
-            flaps: self.flaps,
-            clock_faults: self.clock_faults,
-            state_dir_faults: self.state_dir_faults,
+            faults: self.faults.clone(),
             switchover_crashes: self.switchover_crashes,
             seed: self.seed,
             hostile_interval: (self.hostile_interval_ms > 0)
@@ -413,8 +337,8 @@ async fn main() -> anyhow::Result<()> {
                 run_args.dir = args.dir.join(format!("run-{}", i + 1));
                 let result = async {
                     let mut lab_opts = run_args.options()?;
-                    lab_opts.faketime = opts.clock_faults > 0;
-                    lab_opts.state_tmpfs = opts.state_dir_faults > 0;
+                    lab_opts.faketime = opts.faults.clock_faults > 0;
+                    lab_opts.state_tmpfs = opts.faults.state_dir_faults > 0;
                     let mut lab = Lab::up(lab_opts).await?;
                     let r = drill::run(&mut lab, &opts, ttl, renew).await;
                     lab.down().await;
@@ -460,8 +384,8 @@ async fn main() -> anyhow::Result<()> {
             lab: args,
         } => {
             let mut opts = args.options()?;
-            opts.faketime = flags.clock_faults > 0;
-            opts.state_tmpfs = flags.state_dir_faults > 0;
+            opts.faketime = flags.faults.clock_faults > 0;
+            opts.state_tmpfs = flags.faults.state_dir_faults > 0;
             println!(
                 "drill: starting the lab (TTL {} s, renew {} s, durability {}) in {}",
                 args.ttl,
@@ -496,23 +420,23 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             println!("{}", rep.line());
-            if rep.db_kills > 0 {
-                println!("database_kills={} (all taken over)", rep.db_kills);
+            if rep.done.db_kills > 0 {
+                println!("database_kills={} (all taken over)", rep.done.db_kills);
             }
-            if rep.partitions > 0 {
+            if rep.done.partitions > 0 {
                 println!(
                     "partitions={} fenced_before_grant={}",
-                    rep.partitions,
-                    rep.partitions - rep.fence_after_grant
+                    rep.done.partitions,
+                    rep.done.partitions - rep.fence_after_grant
                 );
             }
-            if rep.db_pauses > 0 {
-                println!("database_freezes={} (all taken over)", rep.db_pauses);
+            if rep.done.db_pauses > 0 {
+                println!("database_freezes={} (all taken over)", rep.done.db_pauses);
             }
-            if rep.ctl_kills > 0 || rep.pauses > 0 {
+            if rep.done.ctl_kills > 0 || rep.done.pauses > 0 {
                 println!(
                     "controller_kills={} pauses={} (all taken over, databases fenced by their watchdogs)",
-                    rep.ctl_kills, rep.pauses
+                    rep.done.ctl_kills, rep.done.pauses
                 );
             }
             if !rep.switchover_crashes.is_empty() {
@@ -528,26 +452,28 @@ async fn main() -> anyhow::Result<()> {
                     rep.switchover_crash_misses
                 );
             }
-            if rep.double_failures > 0 {
+            if rep.done.double_failures > 0 {
                 println!(
                     "double_failures={} superseded_writes={}",
-                    rep.double_failures, rep.superseded_writes
+                    rep.done.double_failures, rep.superseded_writes
                 );
             }
-            if rep.isolations + rep.region_splits + rep.one_way_cuts + rep.flaps > 0 {
+            let d = &rep.done;
+            if d.isolations + d.region_splits + d.one_way_cuts + d.flaps + d.orphans > 0 {
                 println!(
-                    "isolations={} region_splits={} one_way_cuts={} flaps={} superseded_writes={}",
-                    rep.isolations,
-                    rep.region_splits,
-                    rep.one_way_cuts,
-                    rep.flaps,
+                    "isolations={} region_splits={} one_way_cuts={} flaps={} orphans={} superseded_writes={}",
+                    d.isolations,
+                    d.region_splits,
+                    d.one_way_cuts,
+                    d.flaps,
+                    d.orphans,
                     rep.superseded_writes
                 );
             }
-            if rep.clock_faults > 0 || rep.state_dir_faults > 0 {
+            if rep.done.clock_faults > 0 || rep.done.state_dir_faults > 0 {
                 println!(
                     "clock_faults={} state_dir_faults={}",
-                    rep.clock_faults, rep.state_dir_faults
+                    rep.done.clock_faults, rep.done.state_dir_faults
                 );
             }
             for (kind, v) in &rep.rto_by_kind {
@@ -558,10 +484,10 @@ async fn main() -> anyhow::Result<()> {
                     drill::quantile(v, 0.99)
                 );
             }
-            if rep.witness_outages > 0 {
+            if rep.done.witness_outages > 0 {
                 println!(
                     "witness_outages={} outage_gap_p50_ms={} outage_gap_max_ms={}",
-                    rep.witness_outages,
+                    rep.done.witness_outages,
                     drill::quantile(&rep.outage_gap_ms, 0.5),
                     drill::quantile(&rep.outage_gap_ms, 1.0)
                 );
