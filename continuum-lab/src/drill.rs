@@ -349,6 +349,13 @@ pub struct DrillReport {
     /// Checker: hostile writes acknowledged with `synchronous_commit = local` and absent from
     /// the final primary (lost with their timeline; reported, not a failure).
     pub hostile_lost_local: u64,
+    /// Checker: routed writes acknowledged.
+    pub routed_acked: u64,
+    /// Checker: routed acknowledged writes absent from the final primary (counted in
+    /// `final_lost` too; must be 0).
+    pub routed_lost: u64,
+    /// Checker: routed reads that missed a routed write acknowledged before they began.
+    pub stale_reads: u64,
     /// Checker: ordinary acknowledged rows absent from the final primary (must be 0).
     pub final_lost: u64,
     /// Partitions in which the primary stopped acknowledging writes only AFTER the standby
@@ -527,9 +534,24 @@ pub async fn run(
             REGIONS.iter().map(|r| lab.app_conninfo(r)).collect(),
             every,
             0,
-            stop_rx,
+            stop_rx.clone(),
         )
     });
+    // The routed client runs with the hostile one, at the same interval.
+    let routed = match opts.hostile_interval {
+        Some(every) => {
+            let (dns, host, ips) = lab.routing()?;
+            Some(Hostile::start_routed(
+                dns,
+                host,
+                ips,
+                REGIONS.iter().map(|r| lab.app_conninfo(r)).collect(),
+                every,
+                stop_rx,
+            ))
+        }
+        None => None,
+    };
     let mut rep = DrillReport {
         seed,
         ..DrillReport::default()
@@ -956,7 +978,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     tokio::time::sleep(opts.interval * 3 + Duration::from_millis(500)).await;
     rep.dual_writers = w.dual_rounds();
-    check(lab, &w, hostile.as_ref(), &mut rep).await?;
+    check(lab, &w, [hostile.as_ref(), routed.as_ref()], &mut rep).await?;
     rep.acked = w.acks().len();
     let per_region: HashMap<usize, usize> = w.acks().iter().fold(HashMap::new(), |mut m, a| {
         *m.entry(a.region).or_default() += 1;
@@ -1462,7 +1484,7 @@ async fn double_failure(
 async fn check(
     lab: &Lab,
     w: &Writer,
-    hostile: Option<&Hostile>,
+    clients: [Option<&Hostile>; 2],
     rep: &mut DrillReport,
 ) -> Result<(), LabError> {
     let (primary, _) = primary_and_peer(lab)?;
@@ -1485,8 +1507,8 @@ async fn check(
         w.acks().len(),
         rep.final_lost
     );
-    if let Some(h) = hostile {
-        let ops = h.ops();
+    let ops: Vec<hostile::Op> = clients.iter().flatten().flat_map(|h| h.ops()).collect();
+    if !ops.is_empty() {
         let rows: BTreeSet<i64> = c
             .query("select n from hostile", &[])
             .await
@@ -1494,19 +1516,40 @@ async fn check(
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let acked: Vec<i64> = ops
-            .iter()
-            .filter(|o| o.acked.is_some())
-            .map(|o| o.n)
-            .collect();
-        rep.hostile_acked = acked.len() as u64;
-        rep.hostile_lost_local = hostile::missing(acked, &rows).len() as u64;
+        let acked = |who: hostile::Client| -> Vec<i64> {
+            ops.iter()
+                .filter(|o| o.client == who && o.kind == hostile::Kind::Write && o.acked.is_some())
+                .map(|o| o.n)
+                .collect()
+        };
+        let (hostile_acked, routed_acked) = (
+            acked(hostile::Client::Hostile),
+            acked(hostile::Client::Routed),
+        );
+        rep.hostile_acked = hostile_acked.len() as u64;
+        rep.hostile_lost_local = hostile::missing(hostile_acked, &rows).len() as u64;
+        rep.routed_acked = routed_acked.len() as u64;
+        // The routed client commits with the session defaults (synchronous): a loss is a loss.
+        let routed_lost = hostile::missing(routed_acked, &rows);
+        rep.final_lost += routed_lost.len() as u64;
+        rep.routed_lost = routed_lost.len() as u64;
         let pairs = hostile::split_brain(&ops);
         rep.split_brain = pairs.len() as u64;
         for p in pairs.iter().take(5) {
             eprintln!(
                 "SPLIT BRAIN: write {} acknowledged on an older timeline after write {} on a newer one",
                 p.old, p.new
+            );
+        }
+        let stale = hostile::stale_reads(&ops);
+        rep.stale_reads = stale.len() as u64;
+        for s in stale.iter().take(5) {
+            eprintln!(
+                "STALE READ: routed read {} on {} saw row {} after row {} was acknowledged",
+                s.read,
+                REGIONS.get(s.region).copied().unwrap_or("?"),
+                s.saw,
+                s.missed
             );
         }
         let path = lab.dir().join("history.jsonl");
@@ -1517,11 +1560,14 @@ async fn check(
         }
         std::fs::write(&path, text)?;
         line += &format!(
-            " hostile_ops={} hostile_acked={} split_brain={} hostile_lost_local={} history={}",
+            " hostile_ops={} hostile_acked={} split_brain={} hostile_lost_local={} routed_acked={} routed_lost={} stale_reads={} history={}",
             ops.len(),
             rep.hostile_acked,
             rep.split_brain,
             rep.hostile_lost_local,
+            rep.routed_acked,
+            rep.routed_lost,
+            rep.stale_reads,
             path.display()
         );
     }

@@ -1,4 +1,9 @@
-//! The hostile client and the independent checker.
+//! The hostile client, the routed client and the independent checker.
+//!
+//! The routed client is an ordinary application: before every operation it asks the DNS for the
+//! application's name, then reads the highest routed row from the region the answer names and
+//! inserts the next one, with the session defaults. Its acknowledged writes must all survive,
+//! and a read that misses a routed write acknowledged before it began is a stale read.
 //!
 //! The drill's ordinary writer commits through the cooperative path. The hostile client does
 //! what any application session may do against a database it can reach: it logs in as the
@@ -28,11 +33,41 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
-/// One hostile operation.
+/// Which client made an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// The hostile client: straight to a database, overriding read-only and synchronous
+    /// commit as any session may.
+    Hostile,
+    /// The routed client: an ordinary application that asks the DNS (PowerDNS's LUA record
+    /// over the route fronts) before every operation and uses the region it answered, with
+    /// the session defaults.
+    Routed,
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An insert of row `n`.
+    Write,
+    /// A read of the highest routed row: `read` holds what it returned.
+    Read,
+}
+
+/// One recorded operation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Op {
-    /// Row number (unique per operation).
+    /// Which client.
+    pub client: Client,
+    /// Write or read.
+    pub kind: Kind,
+    /// Row number (unique per write; for a read, the number of the write sent just after it).
     pub n: i64,
+    /// A read's result: the highest routed row the database had (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<i64>,
     /// Region index the write was sent to.
     pub region: usize,
     /// Invoked, ms since the history began.
@@ -70,6 +105,7 @@ pub struct SplitBrain {
 pub fn split_brain(ops: &[Op]) -> Vec<SplitBrain> {
     let acked: Vec<(&Op, &Commit)> = ops
         .iter()
+        .filter(|o| o.kind == Kind::Write)
         .filter_map(|o| o.acked.as_ref().map(|c| (o, c)))
         .collect();
     let mut out = Vec::new();
@@ -87,10 +123,62 @@ pub fn split_brain(ops: &[Op]) -> Vec<SplitBrain> {
     out
 }
 
+/// A read that missed a routed write acknowledged before the read was invoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleRead {
+    /// The read (its `n`).
+    pub read: i64,
+    /// Where it was served.
+    pub region: usize,
+    /// What it returned.
+    pub saw: i64,
+    /// The highest routed write acknowledged before it began.
+    pub missed: i64,
+}
+
+/// Every routed read that returned less than the highest routed write acknowledged (by any
+/// region) before the read was invoked: it was served by a database behind the writer.
+pub fn stale_reads(ops: &[Op]) -> Vec<StaleRead> {
+    let mut writes: Vec<(u64, i64)> = ops
+        .iter()
+        .filter(|o| o.client == Client::Routed && o.kind == Kind::Write && o.acked.is_some())
+        .map(|o| (o.complete_ms, o.n))
+        .collect();
+    writes.sort_unstable();
+    let mut out = Vec::new();
+    for r in ops
+        .iter()
+        .filter(|o| o.client == Client::Routed && o.kind == Kind::Read)
+    {
+        let Some(saw) = r.read else { continue };
+        let missed = writes
+            .iter()
+            .take_while(|(done, _)| *done < r.invoke_ms)
+            .map(|(_, n)| *n)
+            .max();
+        if let Some(m) = missed
+            && m > saw
+        {
+            out.push(StaleRead {
+                read: r.n,
+                region: r.region,
+                saw,
+                missed: m,
+            });
+        }
+    }
+    out
+}
+
 /// Acknowledged rows of `acked` that `present` lacks.
 pub fn missing(acked: impl IntoIterator<Item = i64>, present: &BTreeSet<i64>) -> Vec<i64> {
     acked.into_iter().filter(|n| !present.contains(n)).collect()
 }
+
+/// The routed client's rows start here (the hostile client's start at 0).
+pub const ROUTED_FIRST_N: i64 = 1 << 40;
+
+const READ_ROUTED: &str = "select coalesce(max(n), 0) from hostile where n >= 1099511627776";
 
 const INSERT: &str = "insert into hostile (n, region, tli, lsn, sysid) select $1, $2, \
      ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, \
@@ -137,7 +225,7 @@ impl Hostile {
                     let c = slot.take();
                     let t0 = me.t0;
                     let num = n;
-                    futs.push(async move { hostile_write(c, &info, num, i, t0).await });
+                    futs.push(async move { hostile_write(c, &info, num, i, t0, true).await });
                 }
                 let results = futures_util::future::join_all(futs).await;
                 let mut ops = lock(&me.ops);
@@ -152,9 +240,136 @@ impl Hostile {
         h
     }
 
+    /// The routed client: every `interval`, asks the DNS (`resolver`) for `host`, takes the
+    /// region whose address (`ips`) it answered, reads the highest routed row there, then
+    /// writes the next one, as an ordinary session (`conninfos`, the application role, no
+    /// overrides). An answer that is empty, fails, or names no known region is recorded as a
+    /// failed read, so that an unroutable moment shows in the history.
+    pub fn start_routed(
+        resolver: pdm_client::verify::Verifier,
+        host: String,
+        ips: Vec<std::net::Ipv4Addr>,
+        conninfos: Vec<String>,
+        interval: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Hostile {
+        let h = Hostile {
+            ops: Arc::new(Mutex::new(Vec::new())),
+            t0: Instant::now(),
+        };
+        let me = h.clone();
+        tokio::spawn(async move {
+            let mut clients: Vec<Option<tokio_postgres::Client>> =
+                conninfos.iter().map(|_| None).collect();
+            let mut n = ROUTED_FIRST_N;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !*stop.borrow() {
+                tick.tick().await;
+                n += 1;
+                let invoke_ms = ms_since(me.t0);
+                let answer = resolver.answers(&host).await.into_iter().next();
+                let region = match &answer {
+                    Some((_, Ok(set))) => set.iter().find_map(|a| ips.iter().position(|i| i == a)),
+                    _ => None,
+                };
+                let Some(i) = region else {
+                    lock(&me.ops).push(Op {
+                        client: Client::Routed,
+                        kind: Kind::Read,
+                        n,
+                        read: None,
+                        region: usize::MAX,
+                        invoke_ms,
+                        complete_ms: ms_since(me.t0),
+                        acked: None,
+                        error: Some(format!("no route: DNS answered {answer:?}")),
+                    });
+                    continue;
+                };
+                let (c, read) = routed_read(clients[i].take(), &conninfos[i], n, i, me.t0).await;
+                let (c, write) = hostile_write(c, &conninfos[i], n, i, me.t0, false).await;
+                clients[i] = c;
+                let mut ops = lock(&me.ops);
+                ops.extend(read);
+                ops.extend(write);
+            }
+        });
+        h
+    }
+
     /// The history so far.
     pub fn ops(&self) -> Vec<Op> {
         lock(&self.ops).clone()
+    }
+}
+
+/// An ordinary session to `conninfo` (reused when still open).
+async fn session(
+    client: Option<tokio_postgres::Client>,
+    conninfo: &str,
+    hostile: bool,
+) -> Option<tokio_postgres::Client> {
+    if let Some(c) = client
+        && !c.is_closed()
+    {
+        return Some(c);
+    }
+    let Ok(Ok((c, conn))) = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio_postgres::connect(conninfo, NoTls),
+    )
+    .await
+    else {
+        return None;
+    };
+    tokio::spawn(conn);
+    if hostile {
+        // What a session may set: nothing here needs a privilege.
+        c.batch_execute("set default_transaction_read_only = off; set synchronous_commit = local")
+            .await
+            .ok()?;
+    }
+    Some(c)
+}
+
+/// One routed read of the highest routed row in region `region`.
+async fn routed_read(
+    client: Option<tokio_postgres::Client>,
+    conninfo: &str,
+    n: i64,
+    region: usize,
+    t0: Instant,
+) -> (Option<tokio_postgres::Client>, Option<Op>) {
+    let Some(client) = session(client, conninfo, false).await else {
+        return (None, None);
+    };
+    let invoke_ms = ms_since(t0);
+    let r = tokio::time::timeout(Duration::from_secs(3), client.query_one(READ_ROUTED, &[])).await;
+    let mut op = Op {
+        client: Client::Routed,
+        kind: Kind::Read,
+        n,
+        read: None,
+        region,
+        invoke_ms,
+        complete_ms: ms_since(t0),
+        acked: None,
+        error: None,
+    };
+    match r {
+        Ok(Ok(row)) => {
+            op.read = Some(row.get(0));
+            (Some(client), Some(op))
+        }
+        Ok(Err(e)) => {
+            op.error = Some(e.to_string());
+            (Some(client), Some(op))
+        }
+        Err(_) => {
+            op.error = Some("timed out".into());
+            (None, Some(op))
+        }
     }
 }
 
@@ -162,41 +377,25 @@ fn ms_since(t0: Instant) -> u64 {
     u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One hostile write; `None` when no session could be opened (nothing was invoked).
+/// One write of row `n` to region `region`: as the hostile client (`hostile`: overrides
+/// read-only and synchronous commit, `BEGIN READ WRITE`) or as the routed client (session
+/// defaults, plain `BEGIN`). `None` when no session could be opened (nothing was invoked).
 async fn hostile_write(
     client: Option<tokio_postgres::Client>,
     conninfo: &str,
     n: i64,
     region: usize,
     t0: Instant,
+    hostile: bool,
 ) -> (Option<tokio_postgres::Client>, Option<Op>) {
-    let client = match client {
-        Some(c) if !c.is_closed() => c,
-        _ => {
-            let Ok(Ok((c, conn))) = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio_postgres::connect(conninfo, NoTls),
-            )
-            .await
-            else {
-                return (None, None);
-            };
-            tokio::spawn(conn);
-            // What a session may set: nothing here needs a privilege.
-            let set = c
-                .batch_execute(
-                    "set default_transaction_read_only = off; set synchronous_commit = local",
-                )
-                .await;
-            if set.is_err() {
-                return (None, None);
-            }
-            c
-        }
+    let Some(client) = session(client, conninfo, hostile).await else {
+        return (None, None);
     };
     let invoke_ms = ms_since(t0);
     let attempt = async {
-        client.batch_execute("begin read write").await?;
+        client
+            .batch_execute(if hostile { "begin read write" } else { "begin" })
+            .await?;
         let row = client
             .query_one(INSERT, &[&n, &crate::lab::REGIONS[region]])
             .await;
@@ -217,7 +416,14 @@ async fn hostile_write(
     let r = tokio::time::timeout(Duration::from_secs(3), attempt).await;
     let complete_ms = ms_since(t0);
     let mut op = Op {
+        client: if hostile {
+            Client::Hostile
+        } else {
+            Client::Routed
+        },
+        kind: Kind::Write,
         n,
+        read: None,
         region,
         invoke_ms,
         complete_ms,
@@ -250,6 +456,9 @@ mod tests {
 
     fn op(n: i64, region: usize, invoke_ms: u64, complete_ms: u64, tli: Option<i32>) -> Op {
         Op {
+            client: Client::Hostile,
+            kind: Kind::Write,
+            read: None,
             n,
             region,
             invoke_ms,
@@ -295,6 +504,45 @@ mod tests {
     fn the_same_region_on_two_timelines_is_not_split_brain() {
         let ops = [op(1, 0, 0, 1, Some(2)), op(2, 0, 5, 6, Some(1))];
         assert!(split_brain(&ops).is_empty());
+    }
+
+    #[test]
+    fn a_routed_read_behind_an_acknowledged_routed_write_is_stale() {
+        let w = |n, region, invoke_ms, complete_ms| Op {
+            client: Client::Routed,
+            ..op(n, region, invoke_ms, complete_ms, Some(1))
+        };
+        let r = |n, region, invoke_ms, saw| Op {
+            client: Client::Routed,
+            kind: Kind::Read,
+            read: Some(saw),
+            acked: None,
+            ..op(n, region, invoke_ms, invoke_ms + 1, None)
+        };
+        let ops = [
+            w(10, 0, 0, 5),
+            // Invoked after 10 was acknowledged, saw it: fine.
+            r(11, 1, 6, 10),
+            w(11, 1, 7, 9),
+            // Invoked before 11 completed: may miss it.
+            r(12, 0, 8, 10),
+            // Invoked after 11 completed and saw only 10: stale.
+            r(13, 0, 20, 10),
+            // A hostile write never counts.
+            Op {
+                client: Client::Hostile,
+                ..op(99, 0, 0, 1, Some(1))
+            },
+        ];
+        assert_eq!(
+            stale_reads(&ops),
+            vec![StaleRead {
+                read: 13,
+                region: 0,
+                saw: 10,
+                missed: 11
+            }]
+        );
     }
 
     #[test]

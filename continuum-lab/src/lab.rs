@@ -188,6 +188,8 @@ pub struct Lab {
     config_path: PathBuf,
     endpoints_path: PathBuf,
     spec_extra: SpecExtra,
+    /// Each region's address (what the DNS answers for it), in [`REGIONS`] order.
+    ips: [Ipv4Addr; 2],
     /// Declared last: the namespaces go once every process in them is gone.
     net: Option<std::sync::Mutex<Net>>,
 }
@@ -421,6 +423,7 @@ impl Lab {
             cuts,
             info,
             spec_extra: SpecExtra::default(),
+            ips,
             net: net.map(std::sync::Mutex::new),
         };
         if lab.opts.state_tmpfs {
@@ -1032,6 +1035,16 @@ impl Lab {
         node(&self.pair, r)
             .conninfo()
             .replace("user=postgres", &format!("user={APP_ROLE}"))
+    }
+
+    /// A routed client's view of the lab: a DNS client asking the lab's PowerDNS, the
+    /// application's hostname, and each region's address in [`REGIONS`] order.
+    pub fn routing(
+        &self,
+    ) -> Result<(pdm_client::verify::Verifier, String, Vec<Ipv4Addr>), LabError> {
+        let dns = pdm_client::verify::Verifier::new([self.info.dns])
+            .map_err(|e| LabError::Failed(format!("DNS client: {e}")))?;
+        Ok((dns, self.info.host.clone(), self.ips.to_vec()))
     }
 
     /// Stops the controllers, then every part (by drop).
