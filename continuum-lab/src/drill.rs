@@ -259,8 +259,8 @@ pub struct Faults {
     #[arg(long, default_value_t = 0)]
     pub witness_outages: u32,
     /// Isolations (namespaced lab): the primary's host cut from everything (witness, peer,
-    /// clients) by packet drops; the peer must take over, the old primary must never
-    /// acknowledge again and is rebuilt after the heal.
+    /// clients, and the shared host of DNS and NATS) by packet drops; the peer must take over,
+    /// the old primary must never acknowledge again and is rebuilt after the heal.
     #[arg(long, default_value_t = 0)]
     pub isolations: u32,
     /// Region splits (namespaced lab): the two regions cut from each other, both still
@@ -1100,10 +1100,10 @@ async fn black_hole_faults(
         tokio::time::sleep(Duration::from_millis(rng.below(renew.as_millis() as u64))).await;
         let t0 = Instant::now();
         let what = if isolate {
-            for to in [net::WITNESS, other, net::CLIENTS] {
+            for to in [net::WITNESS, other, net::CLIENTS, net::SHARED] {
                 lab.cut(&primary, to, Direction::Both)?;
             }
-            format!("{primary} cut from everything (witness, {other}, clients)")
+            format!("{primary} cut from everything (witness, {other}, clients, DNS and NATS)")
         } else if i % 2 == 0 {
             lab.cut(&primary, net::WITNESS, Direction::OneWay)?;
             format!("{primary}'s packets to the witness dropped (one way)")

@@ -3,8 +3,8 @@
 //!
 //! - `netns` (the default as root): each region, and the witness, is a host of its own, a
 //!   network namespace on a bridge ([`crate::net`]); partitions are nftables DROP rules, so
-//!   packets vanish and requests hang until their timeouts. PowerDNS, NATS and the drill's
-//!   clients are on this namespace's side of the bridge.
+//!   packets vanish and requests hang until their timeouts. PowerDNS and NATS share a host
+//!   (namespace) of their own; the drill's clients are on this namespace's side of the bridge.
 //! - `loopback`: every part on 127.0.0.x in this namespace; a partition from the witness is a
 //!   TCP proxy that drops connections (no packet loss, no hanging connects).
 //!
@@ -226,16 +226,22 @@ impl Lab {
     pub async fn up(opts: LabOptions) -> Result<Lab, LabError> {
         std::fs::create_dir_all(&opts.dir)?;
         let net = match opts.net {
-            NetMode::Netns => Some(Net::up(&[REGIONS[0], REGIONS[1], net::WITNESS])?),
+            NetMode::Netns => Some(Net::up(&[
+                REGIONS[0],
+                REGIONS[1],
+                net::WITNESS,
+                net::SHARED,
+            ])?),
             NetMode::Loopback => None,
         };
         let ips: [Ipv4Addr; 2] = match &net {
             Some(n) => [n.ip(REGIONS[0])?, n.ip(REGIONS[1])?],
             None => IPS,
         };
-        let shared_ip = match &net {
-            Some(n) => n.ip(net::CLIENTS)?,
-            None => Ipv4Addr::LOCALHOST,
+        // PowerDNS and NATS: on a host of their own (netns), apart from the clients.
+        let (shared_ns, shared_ip) = match &net {
+            Some(n) => (n.netns(net::SHARED)?.map(str::to_owned), n.ip(net::SHARED)?),
+            None => (None, Ipv4Addr::LOCALHOST),
         };
         let pair = match &net {
             Some(n) => {
@@ -250,10 +256,10 @@ impl Lab {
             None => PgPair::start().await,
         }
         .map_err(|e| start_err("PostgreSQL pair")(e.to_string()))?;
-        let pdns = PowerDns::start_on(shared_ip)
+        let pdns = PowerDns::start_in(shared_ns.as_deref(), shared_ip)
             .await
             .map_err(|e| start_err("PowerDNS")(e.to_string()))?;
-        let nats = NatsServer::start_on(shared_ip)
+        let nats = NatsServer::start_in(shared_ns.as_deref(), shared_ip)
             .await
             .map_err(|e| start_err("NATS")(e.to_string()))?;
         let (witness_url, witness) = match &net {

@@ -37,14 +37,16 @@ pub enum NetError {
         detail: String,
     },
     /// No such host.
-    #[error("no host {0} in the lab network (hosts: region-a, region-b, witness, clients)")]
+    #[error("no host {0} in the lab network (hosts: region-a, region-b, witness, shared, clients)")]
     UnknownHost(String),
 }
 
-/// The host this process is on (clients and shared services).
+/// The host this process is on: the drill's clients.
 pub const CLIENTS: &str = "clients";
 /// The witness's host.
 pub const WITNESS: &str = "witness";
+/// The shared services' host: PowerDNS and NATS.
+pub const SHARED: &str = "shared";
 
 /// Which way a cut drops packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -29,6 +28,8 @@ pub struct NatsServer {
     monitor_port: u16,
     /// The address it listens on (client and monitoring).
     ip: Ipv4Addr,
+    /// The network namespace it runs in (`None`: this one).
+    netns: Option<String>,
     dir: TempDir,
 }
 
@@ -42,18 +43,26 @@ impl NatsServer {
     /// As [`NatsServer::start`], listening on `ip` (an address of this host, e.g. a bridge
     /// that network namespaces reach it through).
     pub async fn start_on(ip: Ipv4Addr) -> Result<Self> {
+        Self::start_in(None, ip).await
+    }
+
+    /// As [`NatsServer::start_on`], the server running in network namespace `netns` when
+    /// given (`ip netns exec`), `ip` being an address of that namespace. A restart
+    /// ([`NatsServer::restart`]) runs it on this namespace's side again.
+    pub async fn start_in(netns: Option<&str>, ip: Ipv4Addr) -> Result<Self> {
         let binary = find_program("nats-server", INSTALL)?;
         let dir = tempfile::Builder::new()
             .prefix("testkit-nats-")
             .tempdir()
             .map_err(HarnessError::io("creating the NATS temp dir"))?;
-        let process = spawn(&binary, dir.path(), ip, None)?;
+        let process = spawn(&binary, dir.path(), ip, None, netns)?;
         let mut server = Self {
             process,
             binary,
             port: 0,
             monitor_port: 0,
             ip,
+            netns: netns.map(str::to_owned),
             dir,
         };
         let (port, monitor_port) = server.read_ports_file().await?;
@@ -97,6 +106,7 @@ impl NatsServer {
             self.dir.path(),
             self.ip,
             Some((self.port, self.monitor_port)),
+            self.netns.as_deref(),
         )?;
         self.wait_healthy().await
     }
@@ -149,12 +159,13 @@ fn spawn(
     dir: &Path,
     ip: Ipv4Addr,
     ports: Option<(u16, u16)>,
+    netns: Option<&str>,
 ) -> Result<ServerProcess> {
     let (port, monitor) = match ports {
         Some((p, m)) => (p.to_string(), m.to_string()),
         None => ("-1".to_owned(), "-1".to_owned()),
     };
-    let mut cmd = Command::new(binary);
+    let mut cmd = crate::process::command_in(netns, binary);
     cmd.arg("-a")
         .arg(ip.to_string())
         .arg("-p")

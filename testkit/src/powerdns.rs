@@ -8,7 +8,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -52,6 +51,13 @@ impl PowerDns {
     /// As [`PowerDns::start`], with both listeners on `ip` (an address of this host, e.g. a
     /// bridge that network namespaces reach it through); the API also admits 10.0.0.0/8.
     pub async fn start_on(ip: Ipv4Addr) -> Result<Self> {
+        Self::start_in(None, ip).await
+    }
+
+    /// As [`PowerDns::start_on`], the server running in network namespace `netns` when given
+    /// (`ip netns exec`, which execs: the process is the server), `ip` being an address of
+    /// that namespace.
+    pub async fn start_in(netns: Option<&str>, ip: Ipv4Addr) -> Result<Self> {
         let binary = find_program("pdns_server", INSTALL)?;
         let sqlite = find_program("sqlite3", INSTALL)?;
         require_file(Path::new(SCHEMA), INSTALL)?;
@@ -76,7 +82,7 @@ impl PowerDns {
             let conf = config(dir.path(), &db, ip, dns_port, web_port, &api_key);
             std::fs::write(dir.path().join("pdns.conf"), conf)
                 .map_err(HarnessError::io("writing pdns.conf"))?;
-            let mut cmd = Command::new(&binary);
+            let mut cmd = crate::process::command_in(netns, &binary);
             cmd.arg(format!("--config-dir={}", dir.path().display()))
                 .current_dir(dir.path());
             let log = dir.path().join(format!("pdns-{attempt}.log"));

@@ -79,6 +79,19 @@ pub(crate) async fn run(cmd: &mut tokio::process::Command) -> Result<String> {
 }
 
 /// The command line of `cmd`, for error messages.
+/// A command for `program`, run in network namespace `netns` when given (`ip netns exec`,
+/// which execs, so the child's pid is the program's).
+pub(crate) fn command_in(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 pub(crate) fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
