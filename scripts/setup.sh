@@ -75,4 +75,10 @@ if [ "${SETUP_SKIP_WASM:-0}" != 1 ]; then
     log "wasm-bindgen ${have:-not needed} present"
   fi
 fi
+# A real Kubernetes control plane for the tests (testkit::ControlPlane): kube-apiserver and etcd
+# built with `go` from the Go module proxy, cached in ~/.cache/openova-tools/k8s-v<version>.
+# Cold: ~7 min on 2 cores (module download included); then a no-op.
+if [ "${SETUP_SKIP_K8S:-0}" != 1 ]; then
+  bash "$here/scripts/build-k8s.sh"
+fi
 log "done"

@@ -26,6 +26,7 @@
 //! - [`wait`]: [`eventually`] and [`assert_eventually!`], deadline-bounded polling instead of sleeps.
 //! - [`error`]: [`HarnessError`], the one error type of this crate.
 
+pub mod apiserver;
 pub mod error;
 pub mod kube;
 pub mod nats;
@@ -36,6 +37,7 @@ mod process;
 pub mod wait;
 pub mod workerd;
 
+pub use apiserver::ControlPlane;
 pub use error::{HarnessError, Result};
 pub use kube::{Crd, KubeApi};
 pub use nats::NatsServer;
