@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Full scenarios of the kube controller across TWO in-memory Kubernetes APIs (testkit's, one per
-//! region, loaded with the real CNPG / Gateway API CRDs and our generated Continuum CRD) and the
-//! REAL witness server (in-process, as the lab starts it):
+//! Full scenarios of the kube controller across TWO REAL Kubernetes control planes (testkit's
+//! `ControlPlane`: etcd + kube-apiserver, one per region, loaded with the real CNPG / Gateway
+//! API CRDs and our generated Continuum CRD) and the REAL witness server (in-process, as the
+//! lab starts it):
 //! - planned switchover eu-1 → us-1: CNPG Clusters swapped through demotion/promotion tokens,
 //!   routes drained/undrained, epochs recorded, statuses updated, request completed once;
 //! - unplanned failover after eu-1 dies: us-1 acquires the expired lease, promotes without a
@@ -9,7 +10,8 @@
 //! - a controller killed in the middle of a switchover (CNPG stuck before the demotion token)
 //!   resumes from `status.operation` when restarted.
 //!
-//! Not modelled: the CNPG operator (its status transitions are simulated by `kube_common`), a
+//! Not modelled: the CNPG operator (its status transitions are played by `kube_common`'s test
+//! actor, which writes the Cluster status through the real API server), a
 //! Gateway controller, DNS (`StandaloneDns::Off`), NATS (`LazyAudit::new(None)`: audit events
 //! are only logged).
 
@@ -27,7 +29,7 @@ use continuum_controller::metrics::Metrics;
 use kube::api::{Patch, PatchParams};
 use kube_common::*;
 use serde_json::{Value, json};
-use testkit::kube::KubeApi;
+use testkit::ControlPlane;
 
 /// Two probe vantages of the peer, healthy while `up`.
 #[derive(Debug)]
@@ -46,7 +48,7 @@ impl PeerProbe for Probe {
 }
 
 struct Region {
-    api: KubeApi,
+    api: ControlPlane,
     client: kube::Client,
     sim: Arc<CnpgSim>,
     peer_up: Arc<AtomicBool>,
@@ -67,8 +69,8 @@ impl Running {
 }
 
 async fn region(cluster: &str, primary: &str, peer: &str, witness: &str) -> Region {
-    let api = start_api().await;
-    let client = api.client().unwrap();
+    let api = start_cluster().await;
+    let client = api.client().await.unwrap();
     create(&clusters(&client), cluster_obj(cluster, primary, peer)).await;
     create(&routes(&client), route_obj("shop", &["eu-1", "us-1"])).await;
     // The witness token comes from a Secret named by the spec (the controllers get no token).
@@ -121,16 +123,16 @@ fn start(me: &str, r: &Region, peer: &Region) -> Running {
     Running { stop, task }
 }
 
-fn obj(r: &Region, plural: &str, name: &str) -> Value {
-    r.api.object(plural, NS, name).unwrap_or(Value::Null)
+async fn obj(r: &Region, plural: &str, name: &str) -> Value {
+    r.api.object(plural, NS, name).await.unwrap_or(Value::Null)
 }
 
-fn status(r: &Region) -> Value {
-    obj(r, "continuums", "shop")["status"].clone()
+async fn status(r: &Region) -> Value {
+    obj(r, "continuums", "shop").await["status"].clone()
 }
 
-fn weight(r: &Region, backend: usize) -> i64 {
-    obj(r, "httproutes", "shop")["spec"]["rules"][0]["backendRefs"][backend]["weight"]
+async fn weight(r: &Region, backend: usize) -> i64 {
+    obj(r, "httproutes", "shop").await["spec"]["rules"][0]["backendRefs"][backend]["weight"]
         .as_i64()
         .unwrap_or(-1)
 }
@@ -175,17 +177,17 @@ async fn world() -> World {
 
 async fn healthy(w: &World) {
     eventually("eu-1 primary holds the lease, us-1 follows", || async {
-        let se = status(&w.eu);
+        let se = status(&w.eu).await;
         se["phase"] == "Healthy"
             && se["leaseHolder"] == "eu-1"
             && se["currentPrimary"] == "eu-1"
-            && status(&w.us)["leaseHolder"] == "eu-1"
-            && weight(&w.eu, 0) == 10
+            && status(&w.us).await["leaseHolder"] == "eu-1"
+            && weight(&w.eu, 0).await == 10
     })
     .await;
     // The finalizer is on both objects.
     for r in [&w.eu, &w.us] {
-        let fins = obj(r, "continuums", "shop")["metadata"]["finalizers"].clone();
+        let fins = obj(r, "continuums", "shop").await["metadata"]["finalizers"].clone();
         assert_eq!(fins, json!([FINALIZER]));
     }
 }
@@ -196,31 +198,31 @@ async fn planned_switchover_moves_the_primary_through_cnpg_tokens_and_route_weig
     let ce = start("eu-1", &w.eu, &w.us);
     let cu = start("us-1", &w.us, &w.eu);
     healthy(&w).await;
-    let epoch0 = status(&w.eu)["epoch"].as_i64().unwrap();
+    let epoch0 = status(&w.eu).await["epoch"].as_i64().unwrap();
 
     request_switchover(&w.eu, "sw-1", "us-1").await;
     request_switchover(&w.us, "sw-1", "us-1").await;
     eventually("us-1 is primary and both completed sw-1", || async {
-        let su = status(&w.us);
-        let se = status(&w.eu);
+        let su = status(&w.us).await;
+        let se = status(&w.eu).await;
         su["currentPrimary"] == "us-1"
             && su["leaseHolder"] == "us-1"
             && su["completedRequests"] == json!(["sw-1"])
             && se["completedRequests"] == json!(["sw-1"])
             && su["lastSwitchover"]["id"] == "sw-1"
             && su.get("operation").is_none_or(Value::is_null)
-            && weight(&w.us, 1) == 10
+            && weight(&w.us, 1).await == 10
     })
     .await;
-    let su = status(&w.us);
+    let su = status(&w.us).await;
     let epoch1 = su["epoch"].as_i64().unwrap();
     assert!(epoch1 > epoch0, "{epoch1} > {epoch0}");
     assert_eq!(su["lastSwitchover"]["id"], "sw-1");
     assert_eq!(su["lastSwitchover"]["to"], "us-1");
 
     // CNPG: eu demoted towards pg-us, us promoted with eu's demotion token.
-    let ceu = obj(&w.eu, "clusters", "pg-eu");
-    let cus = obj(&w.us, "clusters", "pg-us");
+    let ceu = obj(&w.eu, "clusters", "pg-eu").await;
+    let cus = obj(&w.us, "clusters", "pg-us").await;
     assert_eq!(ceu["spec"]["replica"]["primary"], "pg-us");
     assert_eq!(cus["spec"]["replica"]["primary"], "pg-us");
     let token = ceu["status"]["demotionToken"].as_str().unwrap();
@@ -236,25 +238,28 @@ async fn planned_switchover_moves_the_primary_through_cnpg_tokens_and_route_weig
     assert_eq!(ep(&ceu), epoch0);
     assert_eq!(ep(&cus), epoch1);
     // Routes: eu drained, us serving.
-    eventually("eu-1's route drained", || async { weight(&w.eu, 0) == 0 }).await;
-    assert_eq!(ep(&obj(&w.us, "httproutes", "shop")), epoch1);
+    eventually("eu-1's route drained", || async {
+        weight(&w.eu, 0).await == 0
+    })
+    .await;
+    assert_eq!(ep(&obj(&w.us, "httproutes", "shop").await), epoch1);
     // The request runs once: nothing moves back while it stays in the spec.
     eventually("eu-1 sees us-1 as primary", || async {
-        status(&w.eu)["leaseHolder"] == "us-1"
+        status(&w.eu).await["leaseHolder"] == "us-1"
     })
     .await;
     assert_eq!(
-        obj(&w.us, "clusters", "pg-us")["spec"]["replica"]["primary"],
+        obj(&w.us, "clusters", "pg-us").await["spec"]["replica"]["primary"],
         "pg-us"
     );
 
     // Back and forth again: each promotion uses the token of ITS demotion, never the one an
     // earlier demotion left in the status (the simulation leaves old tokens in place).
-    let done = |into: &'static str, id: &'static str| {
+    let done = async |into: &'static str, id: &'static str| {
         let (st, other) = if into == "eu-1" {
-            (status(&w.eu), status(&w.us))
+            (status(&w.eu).await, status(&w.us).await)
         } else {
-            (status(&w.us), status(&w.eu))
+            (status(&w.us).await, status(&w.eu).await)
         };
         st["currentPrimary"] == into
             && st["lastSwitchover"]["id"] == id
@@ -264,23 +269,29 @@ async fn planned_switchover_moves_the_primary_through_cnpg_tokens_and_route_weig
     };
     request_switchover(&w.eu, "sw-2", "eu-1").await;
     request_switchover(&w.us, "sw-2", "eu-1").await;
-    eventually("switched back to eu-1", || async { done("eu-1", "sw-2") }).await;
+    eventually("switched back to eu-1", || async {
+        done("eu-1", "sw-2").await
+    })
+    .await;
     // eu-1 demotes again while its OLD token is still in its status; CNPG is slow to write
     // the new one: eu-1 must wait for it instead of handing the old one over.
     w.eu.sim.hold_demotion.store(true, Ordering::SeqCst);
     request_switchover(&w.eu, "sw-3", "us-1").await;
     request_switchover(&w.us, "sw-3", "us-1").await;
     eventually("eu-1 waits in demote for the new token", || async {
-        let op = &status(&w.eu)["operation"];
+        let op = &status(&w.eu).await["operation"];
         op["id"] == "sw-3"
             && op["step"] == "demote"
-            && obj(&w.eu, "clusters", "pg-eu")["spec"]["replica"]["primary"] == "pg-us"
+            && obj(&w.eu, "clusters", "pg-eu").await["spec"]["replica"]["primary"] == "pg-us"
     })
     .await;
     w.eu.sim.hold_demotion.store(false, Ordering::SeqCst);
-    eventually("switched to us-1 again", || async { done("us-1", "sw-3") }).await;
-    let ceu = obj(&w.eu, "clusters", "pg-eu");
-    let cus = obj(&w.us, "clusters", "pg-us");
+    eventually("switched to us-1 again", || async {
+        done("us-1", "sw-3").await
+    })
+    .await;
+    let ceu = obj(&w.eu, "clusters", "pg-eu").await;
+    let cus = obj(&w.us, "clusters", "pg-us").await;
     let third = ceu["status"]["demotionToken"].as_str().unwrap();
     assert_ne!(third, token, "eu-1 demoted twice: a new token");
     assert_eq!(cus["spec"]["replica"]["promotionToken"], third);
@@ -296,7 +307,7 @@ async fn unplanned_failover_promotes_the_standby_after_the_primary_region_dies()
     let ce = start("eu-1", &w.eu, &w.us);
     let cu = start("us-1", &w.us, &w.eu);
     healthy(&w).await;
-    let epoch0 = status(&w.eu)["epoch"].as_i64().unwrap();
+    let epoch0 = status(&w.eu).await["epoch"].as_i64().unwrap();
     // eu-1 had reported synchronous replication with its renewals.
 
     // The whole region eu-1 dies: controller, database; us-1's probes fail.
@@ -309,18 +320,18 @@ async fn unplanned_failover_promotes_the_standby_after_the_primary_region_dies()
     }));
 
     eventually("us-1 failed over", || async {
-        let su = status(&w.us);
+        let su = status(&w.us).await;
         su["lastSwitchover"]["kind"] == "failover"
             && su["currentPrimary"] == "us-1"
             && su["leaseHolder"] == "us-1"
             && su.get("operation").is_none_or(Value::is_null)
-            && weight(&w.us, 1) == 10
+            && weight(&w.us, 1).await == 10
     })
     .await;
-    let su = status(&w.us);
+    let su = status(&w.us).await;
     let epoch1 = su["epoch"].as_i64().unwrap();
     assert!(epoch1 > epoch0);
-    let cus = obj(&w.us, "clusters", "pg-us");
+    let cus = obj(&w.us, "clusters", "pg-us").await;
     assert_eq!(cus["spec"]["replica"]["primary"], "pg-us");
     // Unplanned: no token (the old primary never demoted).
     assert!(cus["spec"]["replica"]["promotionToken"].is_null());
@@ -362,7 +373,7 @@ async fn unplanned_failover_promotes_the_standby_after_the_primary_region_dies()
     assert!(su["lastLuaRecordAt"].is_string());
     // eu-1's objects were not touched by us-1 (separate clusters; eu-1 is dead).
     assert_eq!(
-        obj(&w.eu, "clusters", "pg-eu")["spec"]["replica"]["primary"],
+        obj(&w.eu, "clusters", "pg-eu").await["spec"]["replica"]["primary"],
         "pg-eu"
     );
     cu.kill().await;
@@ -380,34 +391,37 @@ async fn a_restarted_controller_resumes_a_half_done_switchover_from_the_status()
     request_switchover(&w.eu, "sw-2", "us-1").await;
     request_switchover(&w.us, "sw-2", "us-1").await;
     eventually("eu-1 persisted the operation at demote", || async {
-        let op = &status(&w.eu)["operation"];
+        let op = &status(&w.eu).await["operation"];
         op["id"] == "sw-2" && op["step"] == "demote"
     })
     .await;
     // The step is persisted BEFORE its write; the demotion patch follows and then waits for
     // the token CNPG does not produce.
     eventually("eu-1's Cluster was told to demote", || async {
-        obj(&w.eu, "clusters", "pg-eu")["spec"]["replica"]["primary"] == "pg-us"
+        obj(&w.eu, "clusters", "pg-eu").await["spec"]["replica"]["primary"] == "pg-us"
     })
     .await;
-    assert!(obj(&w.eu, "clusters", "pg-eu")["status"]["demotionToken"].is_null());
+    assert!(obj(&w.eu, "clusters", "pg-eu").await["status"]["demotionToken"].is_null());
     // Kill eu-1's controller mid-operation; a NEW controller (no memory) takes over.
     ce.kill().await;
     w.eu.sim.hold_demotion.store(false, Ordering::SeqCst);
     let ce2 = start("eu-1", &w.eu, &w.us);
     eventually("the switchover completed after the restart", || async {
-        let su = status(&w.us);
+        let su = status(&w.us).await;
         su["currentPrimary"] == "us-1"
             && su["completedRequests"] == json!(["sw-2"])
-            && status(&w.eu)["completedRequests"] == json!(["sw-2"])
-            && status(&w.eu).get("operation").is_none_or(Value::is_null)
+            && status(&w.eu).await["completedRequests"] == json!(["sw-2"])
+            && status(&w.eu)
+                .await
+                .get("operation")
+                .is_none_or(Value::is_null)
     })
     .await;
-    let cus = obj(&w.us, "clusters", "pg-us");
+    let cus = obj(&w.us, "clusters", "pg-us").await;
     assert_eq!(cus["spec"]["replica"]["primary"], "pg-us");
     assert_eq!(
         cus["spec"]["replica"]["promotionToken"],
-        obj(&w.eu, "clusters", "pg-eu")["status"]["demotionToken"]
+        obj(&w.eu, "clusters", "pg-eu").await["status"]["demotionToken"]
     );
     ce2.kill().await;
     cu.kill().await;
@@ -437,23 +451,23 @@ async fn deleting_a_continuum_releases_the_lease_and_leaves_the_data_plane_as_is
         .await
         .unwrap();
     eventually("the finalizer ran and the object is gone", || async {
-        w.eu.api.object("continuums", NS, "shop").is_none()
+        w.eu.api.object("continuums", NS, "shop").await.is_none()
     })
     .await;
     // The lease was released: us-1 sees it free (or takes it, as a standby may not: no
     // switchover, peer healthy), and eu-1's Cluster and route are as they were.
     eventually("us-1 sees the lease released", || async {
-        status(&w.us)["leaseHolder"].is_null()
+        status(&w.us).await["leaseHolder"].is_null()
     })
     .await;
-    let ceu = obj(&w.eu, "clusters", "pg-eu");
+    let ceu = obj(&w.eu, "clusters", "pg-eu").await;
     assert_eq!(ceu["spec"]["replica"]["primary"], "pg-eu");
     assert!(
         ceu["metadata"]["annotations"]
             .get(continuum_controller::kube::cnpg::FENCED_ANNOTATION)
             .is_none()
     );
-    assert_eq!(weight(&w.eu, 0), 10);
+    assert_eq!(weight(&w.eu, 0).await, 10);
     ce.kill().await;
     cu.kill().await;
 }
@@ -469,7 +483,7 @@ async fn after_a_failover_the_old_primary_is_rebuilt_and_an_approved_failback_mo
     w.us.peer_up.store(false, Ordering::SeqCst);
     w.us.lag.set(Some(LagReading::default()));
     eventually("us-1 failed over", || async {
-        let su = status(&w.us);
+        let su = status(&w.us).await;
         su["lastSwitchover"]["kind"] == "failover" && su["currentPrimary"] == "us-1"
     })
     .await;
@@ -480,12 +494,19 @@ async fn after_a_failover_the_old_primary_is_rebuilt_and_an_approved_failback_mo
     w.us.peer_up.store(true, Ordering::SeqCst);
     let ce2 = start("eu-1", &w.eu, &w.us);
     eventually("eu-1's Cluster rebuilt as a replica of pg-us", || async {
-        let c = obj(&w.eu, "clusters", "pg-eu");
+        let c = obj(&w.eu, "clusters", "pg-eu").await;
         c["spec"]["replica"]["primary"] == "pg-us"
-            && status(&w.eu).get("operation").is_none_or(Value::is_null)
+            && status(&w.eu)
+                .await
+                .get("operation")
+                .is_none_or(Value::is_null)
     })
     .await;
-    assert_eq!(weight(&w.eu, 0), 0, "the old primary's route stays drained");
+    assert_eq!(
+        weight(&w.eu, 0).await,
+        0,
+        "the old primary's route stays drained"
+    );
     // The rebuilt standby streams again: us-1 restores synchronous replication.
     w.eu.lag.set(Some(LagReading {
         streaming: true,
@@ -497,7 +518,7 @@ async fn after_a_failover_the_old_primary_is_rebuilt_and_an_approved_failback_mo
         ..LagReading::default()
     }));
     eventually("us-1 restored sync", || async {
-        obj(&w.us, "clusters", "pg-us")["metadata"]["annotations"]
+        obj(&w.us, "clusters", "pg-us").await["metadata"]["annotations"]
             .get("dr.openova.io/sync-suspended")
             .is_none()
     })
@@ -516,23 +537,23 @@ async fn after_a_failover_the_old_primary_is_rebuilt_and_an_approved_failback_mo
             .unwrap();
     }
     eventually("eu-1 is primary again", || async {
-        let se = status(&w.eu);
+        let se = status(&w.eu).await;
         se["currentPrimary"] == "eu-1"
             && se["lastSwitchover"]["id"] == "fb-1"
-            && status(&w.us)["completedRequests"]
+            && status(&w.us).await["completedRequests"]
                 .as_array()
                 .is_some_and(|a| a.iter().any(|x| x == "fb-1"))
     })
     .await;
-    let ceu = obj(&w.eu, "clusters", "pg-eu");
-    let cus = obj(&w.us, "clusters", "pg-us");
+    let ceu = obj(&w.eu, "clusters", "pg-eu").await;
+    let cus = obj(&w.us, "clusters", "pg-us").await;
     assert_eq!(ceu["spec"]["replica"]["primary"], "pg-eu");
     assert_eq!(cus["spec"]["replica"]["primary"], "pg-eu");
     assert_eq!(
         ceu["spec"]["replica"]["promotionToken"],
         cus["status"]["demotionToken"]
     );
-    assert_eq!(status(&w.eu)["lastSwitchover"]["kind"], "failback");
+    assert_eq!(status(&w.eu).await["lastSwitchover"]["kind"], "failback");
     ce2.kill().await;
     cu.kill().await;
 }

@@ -71,6 +71,8 @@ pub struct ControlPlane {
     token: String,
     kubeconfig: PathBuf,
     started_in: Duration,
+    /// The served resources, read once from discovery (cleared when CRDs are added).
+    discovery: std::sync::Mutex<Option<Vec<::kube::api::ApiResource>>>,
     dir: TempDir,
 }
 
@@ -112,6 +114,7 @@ impl ControlPlane {
                         token,
                         kubeconfig,
                         started_in: t0.elapsed(),
+                        discovery: std::sync::Mutex::new(None),
                         dir,
                     });
                 }
@@ -273,9 +276,128 @@ impl ControlPlane {
         ::kube::Client::try_from(config).map_err(|e| state(e.to_string()))
     }
 
+    /// Starts a control plane, creates `crds` and waits until each is Established, and creates
+    /// the namespaces `namespaces`.
+    pub async fn start_with(crds: &[crate::Crd], namespaces: &[&str]) -> Result<ControlPlane> {
+        let cp = Self::start().await?;
+        cp.install_crds(crds).await?;
+        let client = cp.client().await?;
+        let ns: ::kube::Api<k8s_openapi::api::core::v1::Namespace> = ::kube::Api::all(client);
+        for name in namespaces {
+            let n = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                .map_err(|e| HarnessError::Parse {
+                    context: "a namespace".into(),
+                    detail: e.to_string(),
+                })?;
+            ns.create(&Default::default(), &n)
+                .await
+                .map_err(|e| api_err(&format!("creating namespace {name}"), e))?;
+        }
+        Ok(cp)
+    }
+
+    /// Creates every CRD of `crds` and waits until the API server serves each (Established).
+    pub async fn install_crds(&self, crds: &[crate::Crd]) -> Result<()> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition as K8sCrd;
+        let client = self.client().await?;
+        let api: ::kube::Api<K8sCrd> = ::kube::Api::all(client);
+        let mut names = Vec::new();
+        for c in crds {
+            for doc in c.documents()? {
+                let crd: K8sCrd = serde_json::from_value(doc).map_err(|e| HarnessError::Parse {
+                    context: "a CustomResourceDefinition".into(),
+                    detail: e.to_string(),
+                })?;
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                api.create(&Default::default(), &crd)
+                    .await
+                    .map_err(|e| api_err(&format!("creating CRD {name}"), e))?;
+                names.push(name);
+            }
+        }
+        for name in names {
+            crate::eventually(&format!("CRD {name} Established"), READY_TIMEOUT, || {
+                let (api, name) = (&api, &name);
+                async move {
+                    let c = api.get(name).await.map_err(|e| e.to_string())?;
+                    let ok = c
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("not Established yet".to_owned())
+                    }
+                }
+            })
+            .await?;
+        }
+        *self
+            .discovery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        Ok(())
+    }
+
+    /// The object `name` of the resource with plural `plural` (any group; the first match in
+    /// discovery), as JSON; `None` when it does not exist or cannot be read.
+    pub async fn object(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let client = self.client().await.ok()?;
+        let ar = self.resource(&client, plural).await?;
+        let api: ::kube::Api<::kube::api::DynamicObject> =
+            ::kube::Api::namespaced_with(client, namespace, &ar);
+        let o = api.get_opt(name).await.ok()??;
+        serde_json::to_value(o).ok()
+    }
+
+    async fn resource(
+        &self,
+        client: &::kube::Client,
+        plural: &str,
+    ) -> Option<::kube::api::ApiResource> {
+        let cached = self
+            .discovery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let found =
+            |list: &[::kube::api::ApiResource]| list.iter().find(|r| r.plural == plural).cloned();
+        if let Some(list) = cached
+            && let Some(r) = found(&list)
+        {
+            return Some(r);
+        }
+        let d = ::kube::Discovery::new(client.clone()).run().await.ok()?;
+        let list: Vec<::kube::api::ApiResource> = d
+            .groups()
+            .flat_map(|g| g.recommended_resources().into_iter().map(|(r, _)| r))
+            .collect();
+        let r = found(&list);
+        *self
+            .discovery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(list);
+        r
+    }
+
     /// The directory holding the logs, certificates, tokens and etcd's data.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+fn api_err(context: &str, e: ::kube::Error) -> HarnessError {
+    HarnessError::State {
+        context: context.to_owned(),
+        detail: e.to_string(),
     }
 }
 

@@ -38,6 +38,13 @@ pub async fn start_api() -> KubeApi {
     KubeApi::start(&crds()).await.expect("in-memory API")
 }
 
+/// A REAL control plane (etcd + kube-apiserver) with the same CRDs and the namespace [`NS`].
+pub async fn start_cluster() -> testkit::ControlPlane {
+    testkit::ControlPlane::start_with(&crds(), &[NS])
+        .await
+        .expect("control plane (scripts/build-k8s.sh builds it)")
+}
+
 pub fn clusters(client: &kube::Client) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), NS, &cluster_resource())
 }

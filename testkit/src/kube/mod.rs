@@ -155,15 +155,36 @@ impl Crd {
         Self::BUNDLED.iter().map(|f| Self::bundled(f)).collect()
     }
 
-    fn load(&self) -> Result<Vec<ResourceDef>> {
-        let (text, origin) = match self {
+    /// The CRD documents, as JSON (for a real API server).
+    pub fn documents(&self) -> Result<Vec<Value>> {
+        let (text, origin) = self.text()?;
+        let mut out = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value =
+                serde::Deserialize::deserialize(doc).map_err(|e| HarnessError::Parse {
+                    context: format!("CRD from {origin}"),
+                    detail: e.to_string(),
+                })?;
+            if !v.is_null() {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn text(&self) -> Result<(String, String)> {
+        Ok(match self {
             Self::Path(p) => (
                 std::fs::read_to_string(p)
                     .map_err(HarnessError::io(format!("reading CRD {}", p.display())))?,
                 p.display().to_string(),
             ),
             Self::Yaml(y) => (y.clone(), "inline YAML".to_owned()),
-        };
+        })
+    }
+
+    fn load(&self) -> Result<Vec<ResourceDef>> {
+        let (text, origin) = self.text()?;
         let parse = |detail: String| HarnessError::Parse {
             context: format!("CRD from {origin}"),
             detail,
