@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! In-region leader election over a `coordination.k8s.io/v1` Lease in testkit's in-memory
-//! Kubernetes API: of two replicas exactly one acts; killing the leader hands over to the other;
+//! In-region leader election over a `coordination.k8s.io/v1` Lease on a REAL kube-apiserver
+//! (testkit's `ControlPlane`): of two replicas exactly one acts; killing the leader hands over to the other;
 //! a leader whose Lease is taken, or whose renew task dies, learns it from `lost()`.
 
 mod kube_common;
@@ -42,8 +42,8 @@ fn replica(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_replicas_acts_and_killing_it_hands_over() {
-    let api = start_api().await;
-    let c = api.client().unwrap();
+    let api = start_cluster().await;
+    let c = api.client().await.unwrap();
     let acting = Arc::new(AtomicUsize::new(0));
     let actors = Arc::new(AtomicUsize::new(0));
     let r1 = replica(c.clone(), 1, acting.clone(), actors.clone());
@@ -58,6 +58,7 @@ async fn one_of_two_replicas_acts_and_killing_it_hands_over() {
     let (leader_task, other) = if first == 1 { (r1, r2) } else { (r2, r1) };
     let lease = api
         .object("leases", NS, "continuum-controller-eu-1")
+        .await
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], format!("pod-{first}"));
 
@@ -72,6 +73,7 @@ async fn one_of_two_replicas_acts_and_killing_it_hands_over() {
     .await;
     let lease = api
         .object("leases", NS, "continuum-controller-eu-1")
+        .await
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], format!("pod-{second}"));
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
@@ -80,8 +82,8 @@ async fn one_of_two_replicas_acts_and_killing_it_hands_over() {
 
 #[tokio::test]
 async fn a_leader_learns_when_its_lease_is_taken_or_its_renew_task_dies() {
-    let api = start_api().await;
-    let c = api.client().unwrap();
+    let api = start_cluster().await;
+    let c = api.client().await.unwrap();
     let mut l = leader::acquire(c.clone(), cfg("pod-a")).await;
     // Someone else writes the Lease (e.g. an operator or a replica after a partition).
     let leases: Api<Lease> = Api::namespaced(c.clone(), NS);
@@ -109,8 +111,8 @@ async fn two_operator_replicas_one_drives_the_region_and_killing_it_hands_over()
     use continuum_controller::kube::cli::{OperatorArgs, run_operator};
     let dir = tempfile::tempdir().unwrap();
     let (witness, _stop) = start_witness(dir.path()).await;
-    let api = start_api().await;
-    let c = api.client().unwrap();
+    let api = start_cluster().await;
+    let c = api.client().await.unwrap();
     create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
     create(&routes(&c), route_obj("shop", &["eu-1", "us-1"])).await;
     create_continuum(&c, continuum_obj("shop", &witness)).await;
@@ -137,18 +139,19 @@ async fn two_operator_replicas_one_drives_the_region_and_killing_it_hands_over()
             tokio::spawn(async move { run_operator(c, None, a, std::future::pending()).await })
         })
         .collect();
-    let holder = || {
+    let holder = async || {
         api.object("leases", NS, "continuum-controller-eu-1")
+            .await
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
     };
-    let status = || api.object("continuums", NS, "shop").unwrap()["status"].clone();
+    let status = async || api.object("continuums", NS, "shop").await.unwrap()["status"].clone();
     eventually(
         "the leading replica holds the witness lease for eu-1",
-        || async { holder().is_some() && status()["leaseHolder"] == "eu-1" },
+        || async { holder().await.is_some() && status().await["leaseHolder"] == "eu-1" },
     )
     .await;
-    let first = holder().unwrap();
-    let epoch0 = status()["epoch"].as_i64().unwrap();
+    let first = holder().await.unwrap();
+    let epoch0 = status().await["epoch"].as_i64().unwrap();
     let (lead, other) = if first == "pod-1" { (0, 1) } else { (1, 0) };
     assert!(
         !replicas[other].is_finished(),
@@ -158,15 +161,15 @@ async fn two_operator_replicas_one_drives_the_region_and_killing_it_hands_over()
     // Kill the leading replica (its controller and its Lease task die together).
     replicas[lead].abort();
     eventually("the other replica holds the leader Lease", || async {
-        holder().is_some_and(|h| h != first)
+        holder().await.is_some_and(|h| h != first)
     })
     .await;
-    let seen = status()["leaseExpiresAt"].clone();
+    let seen = status().await["leaseExpiresAt"].clone();
     eventually("the new leader renews eu-1's witness lease", || async {
-        let s = status();
+        let s = status().await;
         s["leaseExpiresAt"] != seen && s["leaseHolder"] == "eu-1"
     })
     .await;
-    assert!(status()["epoch"].as_i64().unwrap() >= epoch0);
+    assert!(status().await["epoch"].as_i64().unwrap() >= epoch0);
     replicas[other].abort();
 }

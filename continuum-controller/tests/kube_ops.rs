@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Operations surface of the kube mode against testkit's in-memory Kubernetes API:
-//! `/healthz`, `/readyz`, `/metrics`, and the `k switchover` / `k approve-failback` / `k status`
-//! commands through a kubeconfig naming two in-memory "clusters".
+//! Operations surface of the kube mode: `/healthz`, `/readyz`, `/metrics`, and the
+//! `k switchover` / `k approve-failback` / `k status` commands through a kubeconfig naming two
+//! REAL control planes (testkit's `ControlPlane`, one per "region"), and an invalid spec marked
+//! Failed on a real one.
 
 mod kube_common;
 
@@ -48,15 +49,31 @@ async fn health_readiness_and_metrics_are_served() {
     server.await.unwrap().unwrap();
 }
 
-fn kubeconfig(dir: &std::path::Path, eu: &str, us: &str) -> std::path::PathBuf {
+/// One kubeconfig naming both control planes (contexts `eu` and `us`), as an operator's would.
+fn kubeconfig(
+    dir: &std::path::Path,
+    eu: &testkit::ControlPlane,
+    us: &testkit::ControlPlane,
+) -> std::path::PathBuf {
     let p = dir.join("kubeconfig");
+    let cluster = |cp: &testkit::ControlPlane| {
+        format!(
+            "{{server: \"{}\", certificate-authority: \"{}\"}}",
+            cp.url(),
+            cp.ca_file().display()
+        )
+    };
     std::fs::write(
         &p,
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: eu\n\
-             clusters:\n- name: eu\n  cluster: {{server: \"{eu}\"}}\n- name: us\n  cluster: {{server: \"{us}\"}}\n\
-             users:\n- name: u\n  user: {{}}\n\
-             contexts:\n- name: eu\n  context: {{cluster: eu, user: u, namespace: {NS}}}\n- name: us\n  context: {{cluster: us, user: u, namespace: {NS}}}\n"
+             clusters:\n- name: eu\n  cluster: {}\n- name: us\n  cluster: {}\n\
+             users:\n- name: eu\n  user: {{token: {}}}\n- name: us\n  user: {{token: {}}}\n\
+             contexts:\n- name: eu\n  context: {{cluster: eu, user: eu, namespace: {NS}}}\n- name: us\n  context: {{cluster: us, user: us, namespace: {NS}}}\n",
+            cluster(eu),
+            cluster(us),
+            eu.token(),
+            us.token()
         ),
     )
     .unwrap();
@@ -65,17 +82,17 @@ fn kubeconfig(dir: &std::path::Path, eu: &str, us: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn k_switchover_and_approve_failback_write_the_request_into_every_cluster() {
-    let eu = start_api().await;
-    let us = start_api().await;
+    let eu = start_cluster().await;
+    let us = start_cluster().await;
     for api in [&eu, &us] {
         create_continuum(
-            &api.client().unwrap(),
+            &api.client().await.unwrap(),
             continuum_obj("shop", "http://127.0.0.1:1"),
         )
         .await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(dir.path(), &eu.url(), &us.url());
+    let kc = kubeconfig(dir.path(), &eu, &us);
     let args = |cmd: KubeCmd| KubeArgs {
         kubeconfig: Some(kc.clone()),
         context: Some("eu".into()),
@@ -91,7 +108,7 @@ async fn k_switchover_and_approve_failback_write_the_request_into_every_cluster(
     .await
     .unwrap();
     for api in [&eu, &us] {
-        let o = api.object("continuums", NS, "shop").unwrap();
+        let o = api.object("continuums", NS, "shop").await.unwrap();
         assert_eq!(o["spec"]["switchover"]["requested"], true);
         assert_eq!(o["spec"]["switchover"]["id"], "sw-9");
         assert_eq!(o["spec"]["switchover"]["targetRegion"], "us-1");
@@ -103,12 +120,15 @@ async fn k_switchover_and_approve_failback_write_the_request_into_every_cluster(
     .await
     .unwrap();
     for api in [&eu, &us] {
-        let o = api.object("continuums", NS, "shop").unwrap();
+        let o = api.object("continuums", NS, "shop").await.unwrap();
         assert_eq!(o["spec"]["failback"]["approved"], true);
         assert_eq!(o["spec"]["failback"]["id"], "fb-1");
     }
     // The objects still convert for the decision core (the request is well-formed).
-    let c = continuums(&eu.client().unwrap()).get("shop").await.unwrap();
+    let c = continuums(&eu.client().await.unwrap())
+        .get("shop")
+        .await
+        .unwrap();
     let spec = c.to_decide_spec().unwrap();
     assert_eq!(spec.switchover.unwrap().target, "us-1");
     assert!(spec.failback.unwrap().approved);
@@ -123,11 +143,18 @@ async fn k_switchover_and_approve_failback_write_the_request_into_every_cluster(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_is_marked_failed_with_an_event_and_counted() {
     use continuum_controller::kube::reconcile::{self, Context, Settings};
-    let api = start_api().await;
-    let c = api.client().unwrap();
-    // Valid for the schema, refused by the spec rules (the in-memory API runs no CEL).
+    let api = start_cluster().await;
+    let c = api.client().await.unwrap();
+    // Admitted by the API server (schema and CEL), refused by the controller's spec rules:
+    // two hot standbys (this controller runs exactly two regions).
     let mut o = continuum_obj("bad", "http://127.0.0.1:1");
-    o["spec"]["hotStandbyRegions"] = serde_json::json!(["eu-1"]);
+    o["spec"]["hotStandbyRegions"] = serde_json::json!(["us-1", "ap-1"]);
+    // (The CRD's CEL rule wants every region in `regions` with an address: the API server
+    // refused the object without it.)
+    o["spec"]["regions"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "ap-1", "lbIPs": ["192.0.2.30"]}));
     create_continuum(&c, o).await;
     let m = Arc::new(Metrics::new());
     let ctx = Context::new(c.clone(), Settings::new("eu-1", "t"), m.clone());
@@ -136,7 +163,7 @@ async fn an_invalid_spec_is_marked_failed_with_an_event_and_counted() {
         let _ = rx.await;
     }));
     eventually("phase Failed", || async {
-        api.object("continuums", NS, "bad").unwrap()["status"]["phase"] == "Failed"
+        api.object("continuums", NS, "bad").await.unwrap()["status"]["phase"] == "Failed"
     })
     .await;
     let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(c, NS);

@@ -234,6 +234,12 @@ impl ControlPlane {
         &self.token
     }
 
+    /// The file clients trust the API server's certificate with (its serving certificate
+    /// followed by the CA that signed it).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs").join("apiserver.crt")
+    }
+
     /// A kubeconfig file for the admin (for subprocesses: `KUBECONFIG=…`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
