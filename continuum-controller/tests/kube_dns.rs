@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The kube mode's spec-driven DNS port (`spec.dns` powerdns + `luaRecord` + `regions[].lbIPs`,
-//! API key from `apiSecretRef` in testkit's in-memory Kubernetes API) flipping a real PowerDNS
+//! API key from `apiSecretRef` in a Secret on a REAL kube-apiserver, testkit's `ControlPlane`) flipping a real PowerDNS
 //! Authoritative's LUA record, with the epoch fence.
 
 mod kube_common;
@@ -16,8 +16,8 @@ use testkit::PowerDns;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spec_picks_powerdns_and_the_flip_lands_with_its_epoch() {
     let pdns = PowerDns::start().await.unwrap();
-    let api = start_api().await;
-    let c = api.client().unwrap();
+    let api = start_cluster().await;
+    let c = api.client().await.unwrap();
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(c.clone(), NS);
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
