@@ -1,31 +1,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The real binary: `recover` against the in-memory Kubernetes API (through a kubeconfig) exits
+//! The real binary: `recover` against a REAL kube-apiserver (through its kubeconfig, TLS and a
+//! bearer token) exits
 //! 1 with the guardrail log and the summary line; invalid configuration exits 64.
-
-use std::io::Write as _;
 
 use flow_adapter_flux::flux::{format_time_ms, helmrelease_resource};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
-use testkit::kube::{Crd, KubeApi};
+use testkit::ControlPlane;
+use testkit::kube::Crd;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flow-adapter-flux");
-
-fn kubeconfig(url: &str) -> tempfile::NamedTempFile {
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        f,
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: mem\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: mem\n    user: u\ncurrent-context: c\n"
-    )
-    .unwrap();
-    f
-}
 
 async fn stuck(api: &Api<DynamicObject>, name: &str, now_ms: i64) {
     let o: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
         "metadata": {"name": name, "namespace": "flux-system"},
-        "spec": {"interval": "10m"}
+        // (Flux's CEL rule wants a chart or a chartRef: the real API server refused the
+        // chartless object the in-memory API had accepted.)
+        "spec": {"interval": "10m", "chart": {"spec": {"chart": name,
+            "sourceRef": {"kind": "HelmRepository", "name": "r"}}}}
     }))
     .unwrap();
     api.create(&PostParams::default(), &o).await.unwrap();
@@ -39,12 +32,11 @@ async fn stuck(api: &Api<DynamicObject>, name: &str, now_ms: i64) {
     }}))).await.unwrap();
 }
 
-async fn recover(k: &KubeApi, extra: &[&str]) -> std::process::Output {
-    let cfg = kubeconfig(&k.url());
+async fn recover(k: &ControlPlane, extra: &[&str]) -> std::process::Output {
     tokio::process::Command::new(BIN)
         .arg("recover")
         .args(extra)
-        .env("KUBECONFIG", cfg.path())
+        .env("KUBECONFIG", k.kubeconfig())
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("RUST_LOG", "info")
         .output()
@@ -54,11 +46,17 @@ async fn recover(k: &KubeApi, extra: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn recover_exits_1_on_the_guardrail_and_0_after_a_clean_run() {
-    let k = KubeApi::start(&[Crd::bundled("helm.toolkit.fluxcd.io_helmreleases.yaml")])
-        .await
-        .unwrap();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(k.client().unwrap(), "flux-system", &helmrelease_resource());
+    let k = ControlPlane::start_with(
+        &[Crd::bundled("helm.toolkit.fluxcd.io_helmreleases.yaml")],
+        &["flux-system"],
+    )
+    .await
+    .unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        k.client().await.unwrap(),
+        "flux-system",
+        &helmrelease_resource(),
+    );
     let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
     for i in 0..11 {
         stuck(&api, &format!("r{i:02}"), now).await;
