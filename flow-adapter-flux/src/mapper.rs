@@ -6,7 +6,7 @@
 //! | rule                  | when                                                       | status      |
 //! |-----------------------|------------------------------------------------------------|-------------|
 //! | `stalled`             | `Stalled=True`                                             | `failed`    |
-//! | `generation-behind`   | `status.observedGeneration < metadata.generation`          | `running`   |
+//! | `generation-behind`   | `0 ≤ status.observedGeneration < metadata.generation`      | `running`   |
 //! | `ready-true`          | `Ready=True`                                               | `succeeded` |
 //! | `ready-false-failure` | `Ready=False`, reason InstallFailed/UpgradeFailed/RetriesExhausted | `failed` |
 //! | `ready-false-other`   | `Ready=False`, any other reason                            | `running`   |
@@ -101,7 +101,10 @@ pub const RULES: [Rule; 7] = [
     },
     Rule {
         name: "generation-behind",
-        matches: |r| matches!((r.observed_generation, r.generation), (Some(o), Some(g)) if o < g),
+        // Flux's CRD defaults `status.observedGeneration` to -1: a release helm-controller has
+        // never looked at is not "behind", it has not started (found on a real kube-apiserver,
+        // which applies that default; the in-memory API did not).
+        matches: |r| matches!((r.observed_generation, r.generation), (Some(o), Some(g)) if o >= 0 && o < g),
         status: Status::Running,
     },
     Rule {

@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Watch glue against the in-memory Kubernetes API (testkit::kube, loaded with the real Flux
+//! Watch glue against a REAL kube-apiserver (testkit's `ControlPlane`, loaded with the real Flux
 //! HelmRelease/HelmChart CRDs) and the real flow-server library in-process: mapping and
-//! following changes, re-list after 410, 100 emitter restarts, and leader election with two
-//! emitters.
+//! following changes, 100 emitter restarts, and leader election with two emitters; the re-list
+//! after a 410 Gone runs on the in-memory API, which can expire its watch history on demand.
 
 mod common;
 
@@ -20,18 +20,28 @@ use flow_server::auth::Auth;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use testkit::ControlPlane;
 use testkit::kube::{Crd, KubeApi};
 
 const FLOW: &str = "deploy-1";
 const NS: &str = "flux-system";
 
-async fn kube() -> KubeApi {
-    KubeApi::start(&[
+fn flux_crds() -> [Crd; 2] {
+    [
         Crd::bundled("helm.toolkit.fluxcd.io_helmreleases.yaml"),
         Crd::bundled("source.toolkit.fluxcd.io_helmcharts.yaml"),
-    ])
-    .await
-    .unwrap()
+    ]
+}
+
+/// A REAL control plane with Flux's CRDs and the `flux-system` namespace.
+async fn kube() -> ControlPlane {
+    ControlPlane::start_with(&flux_crds(), &[NS]).await.unwrap()
+}
+
+/// The in-memory API, for the one test that expires the watch history on demand (a 410 Gone
+/// a real API server gives only after its etcd compaction, not when a test asks).
+async fn kube_in_memory() -> KubeApi {
+    KubeApi::start(&flux_crds()).await.unwrap()
 }
 
 fn releases(client: &kube::Client) -> Api<DynamicObject> {
@@ -145,7 +155,7 @@ fn want(rows: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn the_emitter_maps_the_cluster_and_follows_every_change() {
     let k = kube().await;
-    let client = k.client().unwrap();
+    let client = k.client().await.unwrap();
     let hrs = releases(&client);
     create_hr(
         &hrs,
@@ -293,7 +303,7 @@ async fn the_emitter_maps_the_cluster_and_follows_every_change() {
 
 #[tokio::test]
 async fn a_relist_after_410_deletes_what_vanished_and_resends_everything() {
-    let k = kube().await;
+    let k = kube_in_memory().await;
     let client = k.client().unwrap();
     let hrs = releases(&client);
     for n in ["a", "b", "c"] {
@@ -323,7 +333,7 @@ async fn a_relist_after_410_deletes_what_vanished_and_resends_everything() {
 #[tokio::test]
 async fn a_hundred_emitter_restarts_leave_exactly_the_live_nodes() {
     let k = kube().await;
-    let client = k.client().unwrap();
+    let client = k.client().await.unwrap();
     let hrs = releases(&client);
     let server = FlowServer::start().await;
     let mut live: BTreeMap<String, &str> = BTreeMap::new();
@@ -397,7 +407,7 @@ fn lease(identity: &str) -> LeaseConfig {
 #[tokio::test]
 async fn only_the_leader_emits_and_losing_the_lease_stops_emission() {
     let k = kube().await;
-    let client = k.client().unwrap();
+    let client = k.client().await.unwrap();
     let hrs = releases(&client);
     create_hr(
         &hrs,

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The mapper's table, row by row, on HelmRelease/HelmChart fixtures written on the real Flux
-//! CRD shapes (the fixtures are checked against those CRDs by the in-memory API's schema check),
+//! CRD shapes (the fixtures are checked against those CRDs by a real kube-apiserver),
 //! plus dependsOn fan-out, family, region, ids and the graph's diffs.
 
 use std::collections::BTreeSet;
@@ -11,7 +11,8 @@ use flow_adapter_flux::graph::{Graph, Key, Op, Watched};
 use flow_adapter_flux::mapper::{self, MapContext, RULES, map_release};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use testkit::kube::{Crd, KubeApi};
+use testkit::ControlPlane;
+use testkit::kube::Crd;
 
 fn load(file: &str) -> Vec<DynamicObject> {
     let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -301,13 +302,17 @@ fn a_chart_change_remaps_its_release() {
 
 #[tokio::test]
 async fn the_fixtures_are_valid_against_the_real_flux_crds() {
-    let api = KubeApi::start(&[
-        Crd::bundled("helm.toolkit.fluxcd.io_helmreleases.yaml"),
-        Crd::bundled("source.toolkit.fluxcd.io_helmcharts.yaml"),
-    ])
+    // A REAL kube-apiserver with Flux's CRDs: structural schema, CEL and defaulting.
+    let api = ControlPlane::start_with(
+        &[
+            Crd::bundled("helm.toolkit.fluxcd.io_helmreleases.yaml"),
+            Crd::bundled("source.toolkit.fluxcd.io_helmcharts.yaml"),
+        ],
+        &["flux-system"],
+    )
     .await
     .unwrap();
-    let client = api.client().unwrap();
+    let client = api.client().await.unwrap();
     for (file, ar) in [
         (
             "helmreleases.yaml",
