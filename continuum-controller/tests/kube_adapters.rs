@@ -434,3 +434,49 @@ async fn in_memory_api_a_failed_status_write_is_an_error() {
     assert!(store.save(&Persisted::default()).await.is_err());
     store.save(&Persisted::default()).await.unwrap();
 }
+
+/// Server-side apply with real field managers: another manager applying a status field the
+/// controller owns, without force, gets 409 Conflict naming the controller's manager; the
+/// controller's next apply (forced: it owns the status) takes the field back.
+#[tokio::test]
+async fn another_field_manager_conflicts_on_the_status_the_controller_owns() {
+    let api = start_cluster().await;
+    let c = api.client().await.unwrap();
+    create_continuum(&c, continuum_obj("shop", "http://127.0.0.1:1")).await;
+    let store = StatusStore::new(c.clone(), NS, "shop");
+    let summary = continuum_controller::crd::ContinuumStatus {
+        phase: Some(continuum_controller::crd::Phase::Healthy),
+        lease_holder: Some("eu-1".into()),
+        ..Default::default()
+    };
+    store.write_summary(summary.clone()).await.unwrap();
+
+    let other = kube::api::PatchParams::apply("someone-else");
+    let body = json!({"apiVersion": "dr.openova.io/v1", "kind": "Continuum",
+        "status": {"phase": "Failed"}});
+    let err = continuums(&c)
+        .patch_status("shop", &other, &kube::api::Patch::Apply(&body))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else {
+        panic!("not an API refusal: {err}")
+    };
+    eprintln!("{} {}: {}", s.code, s.reason, s.message);
+    assert_eq!(s.code, 409, "{s:?}");
+    assert!(s.message.contains(FIELD_MANAGER), "{}", s.message);
+    let v = api.object("continuums", NS, "shop").await.unwrap();
+    assert_eq!(v["status"]["phase"], "Healthy", "nothing changed");
+
+    // Forced, the other manager takes the field; the controller's next apply takes it back.
+    continuums(&c)
+        .patch_status(
+            "shop",
+            &other.clone().force(),
+            &kube::api::Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+    store.write_summary(summary).await.unwrap();
+    let v = api.object("continuums", NS, "shop").await.unwrap();
+    assert_eq!(v["status"]["phase"], "Healthy");
+}
