@@ -10,6 +10,8 @@
 #                                          40 runs, seed 20261207, TTL 6 s; as root in network
 #                                          namespaces)
 #   scripts/main.sh lab [args]             keep the two-region lab running (Ctrl-C stops it)
+#   scripts/main.sh cluster                a real kube-apiserver + etcd with our CRDs, for local
+#                                          debugging; prints its KUBECONFIG (Ctrl-C stops it)
 # Extra arguments go to the program (see its --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,10 @@ case "${1:-flow-server}" in
     # (continuum-controller/drills/campaign-ttl6-seed20261207-40runs.txt).
     if [ "$#" -eq 0 ]; then set -- --runs 40 --seed 20261207 --ttl 6 --renew 2; fi
     exec "$bin/continuum-lab" campaign "$@" ;;
+  cluster)
+    shift
+    bash scripts/build-k8s.sh
+    exec cargo run -q --release -p testkit --example cluster ;;
   lab)
     shift
     if [ "$#" -eq 0 ]; then set -- --ttl 6 --renew 2; fi

@@ -137,7 +137,7 @@ impl ControlPlane {
         let (client, peer) = (crate::free_port()?, crate::free_port()?);
         let data = dir.join("etcd");
         let _ = std::fs::remove_dir_all(&data);
-        let mut cmd = Command::new(etcd_bin);
+        let mut cmd = dies_with_us(etcd_bin);
         cmd.arg("--name=testkit")
             .arg(format!("--data-dir={}", data.display()))
             .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
@@ -171,7 +171,7 @@ impl ControlPlane {
         .await?;
 
         let secure = crate::free_port()?;
-        let mut cmd = Command::new(apiserver_bin);
+        let mut cmd = dies_with_us(apiserver_bin);
         cmd.arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
@@ -397,6 +397,21 @@ impl ControlPlane {
     /// The directory holding the logs, certificates, tokens and etcd's data.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A command for `program` that the kernel SIGKILLs when the thread that started it dies
+/// (`setpriv --pdeathsig KILL`, util-linux, which then execs the program): a test process
+/// killed by a timeout, or `scripts/main.sh cluster` stopped with SIGTERM, leaves no
+/// kube-apiserver or etcd behind. Without `setpriv`, a plain command (Drop still kills it).
+fn dies_with_us(program: &Path) -> Command {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if crate::process::is_executable(setpriv) {
+        let mut cmd = Command::new(setpriv);
+        cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
     }
 }
 
