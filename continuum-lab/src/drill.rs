@@ -446,9 +446,20 @@ fn index_of(region: &str) -> usize {
 
 /// Counts acknowledged rows (up to now) missing from `region`'s database.
 async fn lost_on(lab: &Lab, w: &Writer, region: &str) -> Result<u64, LabError> {
-    let (c, conn) = tokio_postgres::connect(&lab.conninfo(region), NoTls)
-        .await
-        .map_err(|e| LabError::Failed(format!("ledger check on {region}: {e}")))?;
+    // The server may be restarting (a fence is a restart in recovery): retry for a while.
+    let mut tries = 0;
+    let (c, conn) = loop {
+        match tokio_postgres::connect(&lab.conninfo(region), NoTls).await {
+            Ok(pair) => break pair,
+            Err(e) if tries >= 300 => {
+                return Err(LabError::Failed(format!("ledger check on {region}: {e}")));
+            }
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     tokio::spawn(conn);
     let acks = w.acks();
     let rows = c
@@ -573,12 +584,15 @@ pub async fn run(
             let left = lab.lease_remaining_ms().await.unwrap_or(-1);
             let t0 = Instant::now();
             lab.kill_region(&primary).await?;
+            // Writes SENT before the kill completed may still have been acknowledged by the
+            // dying primary: only a write sent after it counts as the new writer's.
+            let killed = Instant::now();
             // Strict mode: the region comes back at once; either it re-takes its own
             // unexpired lease, or the standby takes over and waits for it as a synchronous
             // standby.
             let ack = if opts.restart_at_once {
                 lab.restart_region(&primary).await?;
-                wait_first_ack(&w, lab, None, t0, ttl + Duration::from_secs(120)).await?
+                wait_first_ack(&w, lab, None, killed, ttl + Duration::from_secs(120)).await?
             } else {
                 wait_first_ack(
                     &w,
