@@ -8,10 +8,7 @@
 //! what the API server says.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use testkit::ControlPlane;
@@ -44,53 +41,18 @@ fn continuum_resource() -> ApiResource {
 
 /// Starts a control plane with the committed CRD established and the samples' namespaces.
 async fn cluster() -> (ControlPlane, kube::Client) {
-    let cp = ControlPlane::start().await.unwrap();
+    let crd = testkit::kube::Crd::Path(
+        crate_dir().join("../charts/continuum-controller/crds/continuums.dr.openova.io.yaml"),
+    );
+    let cp = ControlPlane::start_with(&[crd], &["acme", "bank", "openbao", "qa-omantel", "edits"])
+        .await
+        .unwrap();
     eprintln!(
         "control plane ready in {} ms, {} MiB resident",
         cp.started_in().as_millis(),
         cp.rss_kib() / 1024
     );
     let client = cp.client().await.unwrap();
-    let crd: CustomResourceDefinition = serde_json::from_value(
-        yaml_docs(
-            crate_dir().join("../charts/continuum-controller/crds/continuums.dr.openova.io.yaml"),
-        )
-        .remove(0),
-    )
-    .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    testkit::eventually(
-        "the Continuum CRD Established",
-        Duration::from_secs(30),
-        || {
-            let crds = crds.clone();
-            async move {
-                let c = crds
-                    .get("continuums.dr.openova.io")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let established = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
-                    Ok(())
-                } else {
-                    Err("not established yet".to_owned())
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let ns: Api<Namespace> = Api::all(client.clone());
-    for name in ["acme", "bank", "openbao", "qa-omantel", "edits"] {
-        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        ns.create(&PostParams::default(), &n).await.unwrap();
-    }
     (cp, client)
 }
 

@@ -29,18 +29,24 @@ fn rv(v: &Value) -> String {
         .to_owned()
 }
 
+/// The Cluster `pg-eu` with CNPG's test actor, once it reports its instance ready.
+async fn ready_cluster(c: &kube::Client) -> (CnpgDatabase, std::sync::Arc<CnpgSim>) {
+    create(&clusters(c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
+    let sim = spawn_cnpg_sim(c.clone(), "1");
+    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
+        .with_settle(Duration::from_secs(10), Duration::from_millis(20));
+    let ready = || async { ready_instances(&get(&clusters(c), "pg-eu").await) == Some(1) };
+    eventually("CNPG reports the instance ready", ready).await;
+    (db, sim)
+}
+
 /// CNPG's behaviour is played by a test actor (`kube_common::spawn_cnpg_sim`).
 #[tokio::test]
 async fn cnpg_fence_writes_the_fencing_and_epoch_annotations_idempotently_and_refuses_stale_epochs()
 {
     let api = start_cluster().await;
     let c = api.client().await.unwrap();
-    create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
-    let _sim = spawn_cnpg_sim(c.clone(), "1");
-    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
-        .with_settle(Duration::from_secs(10), Duration::from_millis(20));
-    let ready = || async { ready_instances(&get(&clusters(&c), "pg-eu").await) == Some(1) };
-    eventually("CNPG reports the instance ready", ready).await;
+    let (db, _sim) = ready_cluster(&c).await;
 
     db.fence(3).await.unwrap();
     let v = get(&clusters(&c), "pg-eu").await;
@@ -88,12 +94,7 @@ async fn cnpg_fence_writes_the_fencing_and_epoch_annotations_idempotently_and_re
 async fn in_memory_api_cnpg_fence_surfaces_an_injected_500_and_the_next_write_works() {
     let api = start_api().await;
     let c = api.client().unwrap();
-    create(&clusters(&c), cluster_obj("pg-eu", "pg-eu", "pg-us")).await;
-    let _sim = spawn_cnpg_sim(c.clone(), "1");
-    let db = CnpgDatabase::new(c.clone(), NS, "pg-eu")
-        .with_settle(Duration::from_secs(10), Duration::from_millis(20));
-    let ready = || async { ready_instances(&get(&clusters(&c), "pg-eu").await) == Some(1) };
-    eventually("CNPG reports the instance ready", ready).await;
+    let (db, _sim) = ready_cluster(&c).await;
     api.fail_next_writes("clusters", 1, 500);
     assert!(db.fence(4).await.is_err());
     db.fence(4).await.unwrap();
