@@ -198,14 +198,34 @@ def secs(ms):
     return f"{ms / 1000:.1f} s"
 
 
+# The fault kinds the issue counts, in the totals table's column order.
+TOTAL_KINDS = ["controller-kill", "pause", "clock", "double-failure", "isolate", "one-way",
+               "region-split", "flap", "partition", "witness-outage", "switchover-crashes"]
+
+
+def totals_table(groups):
+    """One row per lease setting and network: every stored campaign of it summed."""
+    lines = ["| lease | network | runs | faults | lost_tx | split_brain | failed runs | "
+             + " | ".join(TOTAL_KINDS) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(TOTAL_KINDS)]
+    for (ttl, renew, network), cs in sorted(groups.items(), key=lambda kv: (int(kv[0][0]), kv[0][2])):
+        tot = lambda k: sum(int(c[k]) for c in cs)
+        inj = lambda k: sum(c["injected"].get(k, 0) for c in cs)
+        lines.append(f"| TTL {ttl} s / renew {renew} s | {network} | {tot('runs')} | {tot('faults')} | "
+                     f"{tot('lost')} | {tot('split')} | {tot('failed')} | "
+                     + " | ".join(str(inj(k)) for k in TOTAL_KINDS) + " |")
+    return lines
+
+
 def campaign_table(root):
-    rows, kinds = [], []
+    rows, kinds, groups = [], [], {}
     for path in sorted(glob.glob(os.path.join(root, DRILLS, "campaign-*.txt"))):
         name = os.path.relpath(path, root)
         with open(path) as f:
             c = parse_campaign(f.read())
         if c is None:
             continue
+        groups.setdefault((c["ttl"], c["renew"], c["network"]), []).append(c)
         rows.append(f"| `{name}` | {c['network']} | TTL {c['ttl']} s / renew {c['renew']} s, {c['durability']} | "
                     f"{c['runs']} | {c['faults']} | {c['lost']} | {c['split']} | {c['failed']} | "
                     f"{secs(c['p50'])} | {secs(c['p99'])} |")
@@ -220,6 +240,10 @@ def campaign_table(root):
         "| stored run | network | lease | runs | faults | lost_tx | split_brain | failed runs | RTO p50 | RTO p99 |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "Totals per lease setting (every stored campaign of it; faults injected per kind):",
+        "",
+        *totals_table(groups),
         "",
         "Per fault kind (faults injected; takeovers = faults after which the other region took writes):",
         "",
