@@ -556,3 +556,76 @@ async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewe
     assert!(db.observe().await.unwrap().read_only, "marker left: fenced");
     server.abort();
 }
+
+/// Found by the campaign (seed 4743859999086724788): a database frozen past the TTL made its
+/// watchdog fire late, while the controller was already rebuilding the node from the peer.
+/// The watchdog's fence failed while the rebuild had the directory moved aside, retried every
+/// 50 ms, and succeeded right after the directory came back: it stopped the rebuilt standby,
+/// and the region never rejoined (the peer ran with synchronous replication suspended). A
+/// rebuild now disarms the watchdog once nothing can run on the directory. Here: a rebuild
+/// that crashed after moving the directory aside, and a watchdog retrying its fence meanwhile.
+#[tokio::test]
+async fn a_rebuild_disarms_the_watchdog_so_its_late_fence_cannot_stop_the_rebuilt_standby() {
+    use continuum_controller::watchdog::{self, WatchdogClient, WatchdogConfig, host_ms};
+    let pair = PgPair::start().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 20).await;
+    drop(c);
+    continuum_controller::adapters::postgres::write_fence_files(pair.primary().data_dir(), 2)
+        .unwrap();
+    pair.kill_primary().await.unwrap();
+    standby_db(&pair).promote(3).await.unwrap();
+    write_rows(pair.standby(), 20, 30).await;
+
+    let n = node(pair.primary());
+    let port = testkit::free_port().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let server = tokio::spawn(watchdog::serve(
+        addr,
+        WatchdogConfig {
+            bindir: n.bindir.clone(),
+            data_dir: n.data_dir.clone(),
+            run_as: n.run_as.clone(),
+        },
+    ));
+    let w = WatchdogClient::new(&format!("http://{addr}"));
+    eventually("watchdog up", WAIT, || async {
+        w.state().await.map(|_| ())
+    })
+    .await
+    .unwrap();
+    // The directory is away (a rebuild that crashed after the rename), and the old grant's
+    // deadline passes: the watchdog's fence fails and is retried.
+    let dir = n.data_dir.clone();
+    std::fs::rename(&dir, dir.with_extension("rebuilding")).unwrap();
+    w.arm(2, host_ms() - 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = w.state().await.unwrap();
+    assert_eq!(st.fired, 0, "nothing to fence yet");
+    assert!(st.until_ms.is_some(), "still retrying: {st:?}");
+
+    let mut cfg = PgConfig::new(&pair.primary_conninfo(), "primary", STANDBY_NAME);
+    cfg.peer_conninfo = Some(pair.standby_conninfo());
+    cfg.node = Some(n);
+    cfg.watchdog = Some(w.clone());
+    let p = PgDatabase::new(cfg);
+    if let Err(e) = p.rebuild("standby", 3).await {
+        panic!(
+            "rebuild: {e}\nserver log:\n{}",
+            std::fs::read_to_string(pair.primary().log_path()).unwrap_or_default()
+        );
+    }
+    wait_streaming_standby(&p, "rebuilt node streams").await;
+    // Longer than many retry intervals: the rebuilt standby keeps running.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        pair.primary().is_running(),
+        "the watchdog stopped the rebuilt standby"
+    );
+    assert_eq!(w.state().await.unwrap().fired, 0);
+    wait_rows(pair.primary(), "rebuilt node has the new rows", 30).await;
+    server.abort();
+}

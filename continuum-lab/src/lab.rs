@@ -1064,6 +1064,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Keep each database's server log beside the controller logs (the servers' own
+        // directory is a temporary one that goes with the lab): `<region>/postgresql.log`.
+        for r in REGIONS {
+            let from = node(&self.pair, r).log_path();
+            let _ = std::fs::copy(&from, self.opts.dir.join(r).join("postgresql.log"));
+        }
         if self.opts.state_tmpfs {
             // Keep the logs: copy each state directory out of its tmpfs (to `<region>.state`),
             // then detach the tmpfs (lazily: processes still in it are killed right after).

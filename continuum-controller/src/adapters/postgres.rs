@@ -88,6 +88,9 @@ impl PgConfig {
     }
 }
 
+/// Retries of a `pg_ctl start` that could not start the server (see `pg_ctl`).
+const START_RETRIES: u32 = 10;
+
 /// The fence marker of the server whose data directory is `data_dir`: a sibling file
 /// `<data_dir>.fenced` (outside the data directory, so `pg_rewind` and `pg_basebackup` leave
 /// it alone) holding the epoch the fence was made under.
@@ -524,7 +527,25 @@ impl PgDatabase {
             _ => args.extend(["-m".to_owned(), "fast".to_owned()]),
         }
         args.push(action.to_owned());
-        self.run(node, "pg_ctl", &args).await
+        if action != "start" {
+            return self.run(node, "pg_ctl", &args).await;
+        }
+        // A start refused because the previous postmaster still holds its lock file is retried
+        // for a few seconds: a crashed postmaster that nobody has reaped yet is a zombie, and
+        // PostgreSQL takes a zombie's pid for a live server ("lock file … already exists").
+        // An init that reaps orphans late (seen here: ~2 s, this machine's PID 1; containers
+        // without a real init do the same) made every rebuild right after a crash fail.
+        let mut tries = 0;
+        loop {
+            match self.run(node, "pg_ctl", &args).await {
+                Err(e) if tries < START_RETRIES && e.to_string().contains("could not start") => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "pg_ctl start failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Writes `standby.signal` (as the server's user, so the server can remove it on promote).
@@ -852,6 +873,16 @@ impl Database for PgDatabase {
                         .into(),
                 ));
             }
+        }
+        // Nothing runs now and nothing can start (the directory is renamed): the old grant's
+        // watchdog deadline guards nothing any more. Disarm it (with the peer's newer epoch)
+        // and wait out a fence attempt in flight, or its retries would stop the standby this
+        // rebuild starts (found by the campaign, seed 4743859999086724788: a database frozen
+        // past the TTL, its watchdog firing 7.5 s late, in a retry loop that succeeded right
+        // after the rename back and stopped the rebuilt server). A watchdog that cannot be
+        // reached cannot fence either: go on.
+        if let Err(e) = self.disarm(epoch).await {
+            tracing::warn!(error = %e, "could not disarm the watchdog before the rebuild");
         }
         // (No data directory under its name: a lost one, or a rebuild that crashed after the
         // rename; the work directory, if any, is used as it is.)
