@@ -494,14 +494,15 @@ async fn demote_of_a_cleanly_stopped_primary_starts_it_as_a_standby() {
     wait_rows(pair.primary(), "old primary follows the new one", 15).await;
 }
 
-/// Issue 13, path 9: the database watchdog (an independent process in production; here its
-/// server runs as a task of the test) fences a primary whose controller stopped arming it —
-/// paused or killed — once the deadline passes, and leaves it alone while it is re-armed.
-#[tokio::test]
-async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewed() {
-    use continuum_controller::watchdog::{self, WatchdogClient, WatchdogConfig, host_ms};
-    let pair = PgPair::start().await.unwrap();
-    let n = node(pair.primary());
+/// The database watchdog of node `n` (an independent process in production; here its server
+/// runs as a task of the test), once it answers.
+async fn start_watchdog(
+    n: &NodeControl,
+) -> (
+    continuum_controller::watchdog::WatchdogClient,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    use continuum_controller::watchdog::{self, WatchdogClient, WatchdogConfig};
     let port = testkit::free_port().unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let server = tokio::spawn(watchdog::serve(
@@ -518,6 +519,18 @@ async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewe
     })
     .await
     .unwrap();
+    (w, server)
+}
+
+/// Issue 13, path 9: the database watchdog (an independent process in production; here its
+/// server runs as a task of the test) fences a primary whose controller stopped arming it —
+/// paused or killed — once the deadline passes, and leaves it alone while it is re-armed.
+#[tokio::test]
+async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewed() {
+    use continuum_controller::watchdog::host_ms;
+    let pair = PgPair::start().await.unwrap();
+    let n = node(pair.primary());
+    let (w, server) = start_watchdog(&n).await;
     // Armed and re-armed in time (a live controller renewing): nothing happens.
     for _ in 0..4 {
         w.arm(1, host_ms() + 400).await.unwrap();
@@ -566,7 +579,7 @@ async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewe
 /// that crashed after moving the directory aside, and a watchdog retrying its fence meanwhile.
 #[tokio::test]
 async fn a_rebuild_disarms_the_watchdog_so_its_late_fence_cannot_stop_the_rebuilt_standby() {
-    use continuum_controller::watchdog::{self, WatchdogClient, WatchdogConfig, host_ms};
+    use continuum_controller::watchdog::host_ms;
     let pair = PgPair::start().await.unwrap();
     let c = pair.primary().connect().await.unwrap();
     c.batch_execute("create table t (id int primary key)")
@@ -581,22 +594,7 @@ async fn a_rebuild_disarms_the_watchdog_so_its_late_fence_cannot_stop_the_rebuil
     write_rows(pair.standby(), 20, 30).await;
 
     let n = node(pair.primary());
-    let port = testkit::free_port().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let server = tokio::spawn(watchdog::serve(
-        addr,
-        WatchdogConfig {
-            bindir: n.bindir.clone(),
-            data_dir: n.data_dir.clone(),
-            run_as: n.run_as.clone(),
-        },
-    ));
-    let w = WatchdogClient::new(&format!("http://{addr}"));
-    eventually("watchdog up", WAIT, || async {
-        w.state().await.map(|_| ())
-    })
-    .await
-    .unwrap();
+    let (w, server) = start_watchdog(&n).await;
     // The directory is away (a rebuild that crashed after the rename), and the old grant's
     // deadline passes: the watchdog's fence fails and is retried.
     let dir = n.data_dir.clone();

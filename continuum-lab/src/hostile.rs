@@ -196,7 +196,21 @@ fn lock(l: &Mutex<Vec<Op>>) -> std::sync::MutexGuard<'_, Vec<Op>> {
     l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A tick every `interval` that never bursts to catch up.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 impl Hostile {
+    fn empty() -> Hostile {
+        Hostile {
+            ops: Arc::new(Mutex::new(Vec::new())),
+            t0: Instant::now(),
+        }
+    }
+
     /// Writes to every region in `conninfos` every `interval` (row numbers from `first_n`, so
     /// they never collide with the ordinary writer's) until `stop` flips.
     pub fn start(
@@ -205,17 +219,13 @@ impl Hostile {
         first_n: i64,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Hostile {
-        let h = Hostile {
-            ops: Arc::new(Mutex::new(Vec::new())),
-            t0: Instant::now(),
-        };
+        let h = Hostile::empty();
         let me = h.clone();
         tokio::spawn(async move {
             let mut clients: Vec<Option<tokio_postgres::Client>> =
                 conninfos.iter().map(|_| None).collect();
             let mut n = first_n;
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick = ticker(interval);
             while !*stop.borrow() {
                 tick.tick().await;
                 let mut futs = Vec::new();
@@ -253,17 +263,13 @@ impl Hostile {
         interval: Duration,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Hostile {
-        let h = Hostile {
-            ops: Arc::new(Mutex::new(Vec::new())),
-            t0: Instant::now(),
-        };
+        let h = Hostile::empty();
         let me = h.clone();
         tokio::spawn(async move {
             let mut clients: Vec<Option<tokio_postgres::Client>> =
                 conninfos.iter().map(|_| None).collect();
             let mut n = ROUTED_FIRST_N;
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick = ticker(interval);
             while !*stop.borrow() {
                 tick.tick().await;
                 n += 1;
