@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the real components the tests start (NATS, PowerDNS,
-# PostgreSQL, workerd; scripts/setup.sh, idempotent), then runs every test of the workspace.
+# PostgreSQL, workerd, etcd + kube-apiserver built with go; scripts/setup.sh, idempotent), then
+# runs every test of the workspace.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p contract`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
