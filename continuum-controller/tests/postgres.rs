@@ -627,3 +627,65 @@ async fn a_rebuild_disarms_the_watchdog_so_its_late_fence_cannot_stop_the_rebuil
     wait_rows(pair.primary(), "rebuilt node has the new rows", 30).await;
     server.abort();
 }
+
+/// Found by the campaign (seed 8247506267396718108): a crashed old primary that its supervisor
+/// restarted fenced, following the peer by its configuration, replayed its own WAL past the
+/// peer's fork and stopped there ("new timeline 2 forked off current database system timeline
+/// 1 before current recovery point"). Shut down cleanly as a standby, its control file's
+/// minimum recovery point lies BEFORE the fork, so pg_rewind reported "no rewind required";
+/// the rebuild restarted it, and it never streamed. The rebuild now requires the rebuilt node
+/// to stream and re-clones it from the peer otherwise.
+///
+/// Honest limit: this setup reaches the diverged, restarted-fenced state, but here pg_rewind
+/// does rewind it (whether a standby's minimum recovery point trails its replay depends on
+/// buffer flushes), so the test passes with or without the re-clone fallback. It checks the
+/// end state the fallback guarantees; `drills/rebuild-fork-stuck-excerpt.log` is the server
+/// log of the state the fallback repairs.
+#[tokio::test]
+async fn a_rebuilt_node_that_does_not_stream_is_recloned() {
+    let pair = PgPair::start().await.unwrap();
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 20).await;
+    wait_rows(pair.standby(), "the standby has the rows", 20).await;
+    // The standby stops; the primary commits locally (as an application may ask), then crashes:
+    // its WAL runs past what the standby has.
+    pair.stop_standby().await.unwrap();
+    c.batch_execute("set synchronous_commit = local")
+        .await
+        .unwrap();
+    for i in 20..40 {
+        c.execute("insert into t values ($1)", &[&i]).await.unwrap();
+    }
+    drop(c);
+    pair.kill_primary().await.unwrap();
+    pair.start_standby().await.unwrap();
+    standby_db(&pair).promote(3).await.unwrap();
+    write_rows(pair.standby(), 100, 110).await;
+
+    // Its supervisor restarts the old primary fenced, following the new primary by its
+    // configuration: it replays its own WAL past the fork and cannot stream.
+    let dir = pair.primary().data_dir().to_owned();
+    continuum_controller::adapters::postgres::write_fence_files(&dir, 2).unwrap();
+    let auto = dir.join("postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+    conf.push_str(&format!(
+        "primary_conninfo = '{}'\n",
+        pair.standby_conninfo().replace('\'', "")
+    ));
+    std::fs::write(&auto, conf).unwrap();
+    pair.primary().start_server().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let p = primary_db(&pair);
+    p.rebuild("standby", 4).await.unwrap();
+    wait_streaming_standby(&p, "the rebuilt node streams").await;
+    wait_rows(
+        pair.primary(),
+        "the rebuilt node has the new primary's rows",
+        30,
+    )
+    .await;
+}
