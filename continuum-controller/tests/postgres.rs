@@ -91,6 +91,23 @@ async fn wait_rows(pg: &Pg, what: &str, want: i64) {
     .unwrap();
 }
 
+/// Rows 0..20 on the primary; then the primary fenced (marker + `standby.signal`, epoch 2) and
+/// crashed, the standby promoted at epoch 3 and given rows 20..30: the old primary is
+/// superseded and must be rebuilt.
+async fn superseded_primary(pair: &PgPair) {
+    let c = pair.primary().connect().await.unwrap();
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    write_rows(pair.primary(), 0, 20).await;
+    drop(c);
+    continuum_controller::adapters::postgres::write_fence_files(pair.primary().data_dir(), 2)
+        .unwrap();
+    pair.kill_primary().await.unwrap();
+    standby_db(pair).promote(3).await.unwrap();
+    write_rows(pair.standby(), 20, 30).await;
+}
+
 async fn write_rows(pg: &Pg, from: i32, to: i32) {
     let c = pg.connect().await.unwrap();
     for i in from..to {
@@ -382,20 +399,9 @@ async fn a_supervisor_restarting_the_server_during_a_rebuild_never_gets_a_writab
     use continuum_controller::adapters::postgres::postmaster_alive;
     use std::sync::atomic::{AtomicBool, Ordering};
     let pair = PgPair::start().await.unwrap();
-    let c = pair.primary().connect().await.unwrap();
-    c.batch_execute("create table t (id int primary key)")
-        .await
-        .unwrap();
-    write_rows(pair.primary(), 0, 20).await;
-    drop(c);
     // The controller's fence (marker + standby.signal), then a crash: the old primary needs
     // crash recovery before pg_rewind can run.
-    continuum_controller::adapters::postgres::write_fence_files(pair.primary().data_dir(), 2)
-        .unwrap();
-    pair.kill_primary().await.unwrap();
-    let s = standby_db(&pair);
-    s.promote(3).await.unwrap();
-    write_rows(pair.standby(), 20, 30).await;
+    superseded_primary(&pair).await;
 
     let p = primary_db(&pair);
     let done = AtomicBool::new(false);
@@ -581,17 +587,7 @@ async fn the_watchdog_fences_the_primary_once_the_armed_deadline_passes_unrenewe
 async fn a_rebuild_disarms_the_watchdog_so_its_late_fence_cannot_stop_the_rebuilt_standby() {
     use continuum_controller::watchdog::host_ms;
     let pair = PgPair::start().await.unwrap();
-    let c = pair.primary().connect().await.unwrap();
-    c.batch_execute("create table t (id int primary key)")
-        .await
-        .unwrap();
-    write_rows(pair.primary(), 0, 20).await;
-    drop(c);
-    continuum_controller::adapters::postgres::write_fence_files(pair.primary().data_dir(), 2)
-        .unwrap();
-    pair.kill_primary().await.unwrap();
-    standby_db(&pair).promote(3).await.unwrap();
-    write_rows(pair.standby(), 20, 30).await;
+    superseded_primary(&pair).await;
 
     let n = node(pair.primary());
     let (w, server) = start_watchdog(&n).await;

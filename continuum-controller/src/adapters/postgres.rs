@@ -124,6 +124,22 @@ pub fn write_fence_files(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Moves the data directory `dir` to `work` for a rebuild, where no supervisor can start it;
+/// if a server was started on it meanwhile (its postmaster lives), moves it back and fails,
+/// for the step to be retried.
+async fn take_aside(dir: &Path, work: &Path) -> Result<(), PlaneError> {
+    tokio::fs::rename(dir, work)
+        .await
+        .map_err(|e| PlaneError::Failed(format!("moving the data directory aside: {e}")))?;
+    if postmaster_alive(work) {
+        let _ = tokio::fs::rename(work, dir).await;
+        return Err(PlaneError::Failed(
+            "a server was started on the data directory during the rebuild; retrying".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the server of `data_dir` is held fenced.
 pub fn is_fenced(data_dir: &Path) -> bool {
     fence_marker(data_dir).exists()
@@ -900,16 +916,7 @@ impl Database for PgDatabase {
         let work = node.data_dir.with_extension("rebuilding");
         if tokio::fs::metadata(&node.data_dir).await.is_ok() {
             let _ = tokio::fs::remove_dir_all(&work).await;
-            tokio::fs::rename(&node.data_dir, &work)
-                .await
-                .map_err(|e| PlaneError::Failed(format!("moving the data directory aside: {e}")))?;
-            if postmaster_alive(&work) {
-                let _ = tokio::fs::rename(&work, &node.data_dir).await;
-                return Err(PlaneError::Failed(
-                    "a server was started on the data directory during the rebuild; retrying"
-                        .into(),
-                ));
-            }
+            take_aside(&node.data_dir, &work).await?;
         }
         // Nothing runs now and nothing can start (the directory is renamed): the old grant's
         // watchdog deadline guards nothing any more. Disarm it (with the peer's newer epoch)
@@ -943,16 +950,7 @@ impl Database for PgDatabase {
                 "the rewound standby does not stream (its WAL runs past the peer's fork); re-cloning it with pg_basebackup"
             );
             let _ = self.pg_ctl(&node, "stop").await;
-            tokio::fs::rename(&node.data_dir, &work)
-                .await
-                .map_err(|e| PlaneError::Failed(format!("moving the data directory aside: {e}")))?;
-            if postmaster_alive(&work) {
-                let _ = tokio::fs::rename(&work, &node.data_dir).await;
-                return Err(PlaneError::Failed(
-                    "a server was started on the data directory during the re-clone; retrying"
-                        .into(),
-                ));
-            }
+            take_aside(&node.data_dir, &work).await?;
             let recloned = match self.reclone(&w, &peer).await {
                 Ok(()) => self.write_follow_conf(&w, &peer).await,
                 Err(e) => Err(e),
