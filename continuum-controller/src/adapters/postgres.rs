@@ -669,14 +669,19 @@ impl PgDatabase {
         Ok(())
     }
 
-    /// Whether the server becomes a standby whose WAL receiver streams within `limit`.
+    /// Whether the server becomes a standby whose WAL receiver streams STEADILY within
+    /// `limit`: in 10 polls in a row, 200 ms apart. A diverged standby's receiver reconnects
+    /// every ~200 ms and reads as streaming for a moment each time (seen in CI: one lucky poll
+    /// made a rebuild of a diverged node "succeed").
     async fn streams_within(&self, limit: Duration) -> bool {
         let t0 = tokio::time::Instant::now();
+        let mut steady = 0;
         loop {
-            if let Ok(o) = self.observe_running().await
-                && o.role == DbRole::Standby
-                && o.streaming
-            {
+            match self.observe_running().await {
+                Ok(o) if o.role == DbRole::Standby && o.streaming => steady += 1,
+                _ => steady = 0,
+            }
+            if steady >= 10 {
                 return true;
             }
             if t0.elapsed() > limit {
